@@ -1,0 +1,31 @@
+"""Errors raised by the engine. Each message names the bad value and what would be valid."""
+
+from __future__ import annotations
+
+
+class EngineError(Exception):
+    """Base class of every error the engine raises on purpose."""
+
+
+class ModelNotFoundError(EngineError):
+    """The model a user named does not exist where they said (path, hub id, embedded package)."""
+
+
+class ModelLoadError(EngineError):
+    """A model file exists but cannot be read: truncated, corrupt, or missing tensors."""
+
+
+class UnsupportedArchitectureError(EngineError):
+    """No native implementation, and the transformers fallback is disabled or cannot run it."""
+
+
+class InvalidRequestError(EngineError, ValueError):
+    """A request the engine refuses: bad sampling values, a prompt too long for the context."""
+
+
+class SamplingParamsError(InvalidRequestError):
+    """A sampling parameter outside its valid range."""
+
+
+class ContextLengthError(InvalidRequestError):
+    """The prompt (plus the tokens asked for) does not fit the model's context window."""
