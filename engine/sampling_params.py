@@ -89,7 +89,7 @@ class SamplingParams:
     @property
     def greedy(self) -> bool:
         """True when sampling reduces to argmax."""
-        return self.temperature == 0 or self.top_k == 1
+        return self.temperature == 0
 
 
 def _finite(value: object) -> bool:

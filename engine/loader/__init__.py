@@ -1,0 +1,127 @@
+"""Load a model by name: resolve its files, build the native module (or the fallback), fill its weights."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import torch
+
+from engine.errors import ModelLoadError, UnsupportedArchitectureError
+from engine.loader.gguf_checkpoint import GgufCheckpoint
+from engine.loader.hf_checkpoint import HfCheckpoint
+from engine.loader.source import ModelSource, resolve_model
+from engine.models import DecoderModel, native_builder
+from engine.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"f32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+           "f16": torch.float16, "float16": torch.float16}
+
+
+@dataclass
+class LoadedModel:
+    """A ready model: its module, tokenizer, and what the engine needs to know about it."""
+
+    source: ModelSource
+    module: torch.nn.Module
+    tokenizer: Tokenizer
+    config: object  # the transformers config
+    dtype: torch.dtype
+    device: torch.device
+    context_length: int
+    native: bool
+    load_seconds: float
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """`auto` picks CUDA when present; `cpu`, `cuda`, `cuda:N` are taken as given."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ValueError(f"invalid device {name!r}: expected auto, cpu, cuda or cuda:N") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but CUDA is not available on this machine")
+    return device
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """`auto` is bf16 on CUDA and f32 on CPU."""
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if name not in _DTYPES:
+        raise ValueError(f"invalid dtype {name!r}: expected auto, f32, bf16 or f16")
+    return _DTYPES[name]
+
+
+def load_model(
+    model: str | None = None,
+    *,
+    dtype: str = "auto",
+    device: str = "auto",
+    allow_fallback: bool = True,
+    chat_template: str | None = None,
+) -> LoadedModel:
+    """Load `model` (path, GGUF file, hub id, or None for the embedded default)."""
+    start = time.perf_counter()
+    target = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, target)
+    source = resolve_model(model)
+    checkpoint = GgufCheckpoint(source.path) if source.kind == "gguf" else HfCheckpoint(source.path)
+    config = checkpoint.config
+    builder = native_builder(config)
+    if builder is None:
+        if not allow_fallback or source.kind == "gguf":
+            from engine.models import NATIVE_ARCHITECTURES
+
+            arch = (getattr(config, "architectures", None) or [config.model_type])[0]
+            raise UnsupportedArchitectureError(
+                f"architecture {arch!r} has no native implementation"
+                + (" and the transformers fallback is disabled" if not allow_fallback else "")
+                + f"; native: {', '.join(sorted(NATIVE_ARCHITECTURES))}"
+            )
+        from engine.models.hf_fallback import HfFallbackModel
+
+        log.warning("no native implementation for %s: using the transformers fallback (slow path)",
+                    getattr(config, "architectures", None))
+        module = HfFallbackModel.load(source.path, torch_dtype, target)
+        native = False
+    else:
+        module = _build_native(builder(config), checkpoint, source, torch_dtype, target)
+        native = True
+    tokenizer = Tokenizer(checkpoint.load_tokenizer(), checkpoint.eos_token_ids(), chat_template)
+    seconds = time.perf_counter() - start
+    log.info("loaded %s (%s, %s, %s on %s) in %.2f s", source.name, source.kind,
+             "native" if native else "fallback", str(torch_dtype).removeprefix("torch."), target, seconds)
+    return LoadedModel(source, module, tokenizer, config, torch_dtype, target,
+                       int(config.max_position_embeddings), native, seconds)
+
+
+def _build_native(spec, checkpoint, source, dtype: torch.dtype, device: torch.device) -> DecoderModel:
+    with torch.device("meta"):
+        module = DecoderModel(spec)
+    module = module.to(dtype).to_empty(device=device)
+    expected = module.checkpoint_names()
+    tensors = checkpoint.tensors(expected) if source.kind == "gguf" else checkpoint.tensors()
+    loaded: set[str] = set()
+    unknown: list[str] = []
+    for name, tensor in tensors:
+        try:
+            if module.load_weight(name, tensor):
+                loaded.add(name)
+            else:
+                unknown.append(name)
+        except ValueError as exc:
+            raise ModelLoadError(f"{source.path}: {exc}") from exc
+    missing = [name for name in expected if name not in loaded]
+    if missing:
+        more = f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""
+        raise ModelLoadError(f"{source.path} is missing tensors: {', '.join(missing[:5])}{more}")
+    if unknown:
+        log.warning("ignored %d checkpoint tensors we do not use, e.g. %s", len(unknown), unknown[:3])
+    module.init_buffers()
+    return module.eval()

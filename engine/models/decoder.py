@@ -1,0 +1,199 @@
+"""DecoderModel: the one native decoder-only transformer that every supported family configures."""
+
+from __future__ import annotations
+
+import re
+from functools import cached_property
+
+import torch
+from torch import nn
+
+from engine.attention import attend, write_kv
+from engine.forward_batch import ForwardBatch
+from engine.kv_slots import SlotKVCache
+from engine.models.layers import RMSNorm, RotaryTable, activation, apply_rotary
+from engine.models.spec import DecoderSpec, LayerSpec
+
+# Checkpoint tensors that our fused parameters are stacked from: (suffix, fused name, shard index).
+_FUSED = (
+    ("self_attn.q_proj", "self_attn.qkv_proj", 0),
+    ("self_attn.k_proj", "self_attn.qkv_proj", 1),
+    ("self_attn.v_proj", "self_attn.qkv_proj", 2),
+    ("mlp.gate_proj", "mlp.gate_up_proj", 0),
+    ("mlp.up_proj", "mlp.gate_up_proj", 1),
+)
+# Buffers some checkpoints carry that we recompute.
+_IGNORED = re.compile(r"rotary_emb\.inv_freq$")
+
+
+class Attention(nn.Module):
+    """Self-attention with fused QKV, optional q/k norm, rotary, and the slot KV cache."""
+
+    def __init__(self, spec: DecoderSpec, layer: LayerSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.window = layer.sliding_window
+        h, kvh, d = spec.num_heads, spec.num_kv_heads, spec.head_dim
+        self.sizes = [h * d, kvh * d, kvh * d]
+        self.qkv_proj = nn.Linear(spec.hidden_size, sum(self.sizes), bias=spec.qkv_bias)
+        self.o_proj = nn.Linear(h * d, spec.hidden_size, bias=spec.o_bias)
+        if spec.qk_norm:
+            self.q_norm = RMSNorm(d, spec.rms_norm_eps, spec.norm_style)
+            self.k_norm = RMSNorm(d, spec.rms_norm_eps, spec.norm_style)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos_sin: tuple[torch.Tensor, torch.Tensor],
+        batch: ForwardBatch,
+        cache_k: torch.Tensor,
+        cache_v: torch.Tensor,
+    ) -> torch.Tensor:
+        spec = self.spec
+        tokens = x.shape[0]
+        q, k, v = self.qkv_proj(x).split(self.sizes, dim=-1)
+        q = q.view(tokens, spec.num_heads, spec.head_dim)
+        k = k.view(tokens, spec.num_kv_heads, spec.head_dim)
+        v = v.view(tokens, spec.num_kv_heads, spec.head_dim)
+        if spec.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        cos, sin = cos_sin
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        write_kv(cache_k, cache_v, k, v, batch)
+        out = attend(q, cache_k, cache_v, batch, spec.scale, self.window, spec.attn_softcap)
+        return self.o_proj(out.reshape(tokens, -1))
+
+
+class MLP(nn.Module):
+    """Gated MLP with fused gate/up projection."""
+
+    def __init__(self, spec: DecoderSpec) -> None:
+        super().__init__()
+        self.gate_up_proj = nn.Linear(spec.hidden_size, 2 * spec.intermediate_size, bias=spec.mlp_bias)
+        self.down_proj = nn.Linear(spec.intermediate_size, spec.hidden_size, bias=spec.mlp_bias)
+        self.act = activation(spec.activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+        return self.down_proj(self.act(gate) * up)
+
+
+class DecoderLayer(nn.Module):
+    """Pre-norm block; with `sandwich_norm` (Gemma) the attention and MLP outputs are normed too."""
+
+    def __init__(self, spec: DecoderSpec, layer: LayerSpec) -> None:
+        super().__init__()
+        self.rope = layer.rope
+        self.sandwich = spec.sandwich_norm
+        norm = lambda: RMSNorm(spec.hidden_size, spec.rms_norm_eps, spec.norm_style)  # noqa: E731
+        self.self_attn = Attention(spec, layer)
+        self.mlp = MLP(spec)
+        self.input_layernorm = norm()
+        self.post_attention_layernorm = norm()
+        if self.sandwich:
+            self.pre_feedforward_layernorm = norm()
+            self.post_feedforward_layernorm = norm()
+
+    def forward(self, x, cos_sin, batch, cache_k, cache_v) -> torch.Tensor:
+        h = self.self_attn(self.input_layernorm(x), cos_sin, batch, cache_k, cache_v)
+        if self.sandwich:
+            x = x + self.post_attention_layernorm(h)
+            return x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x)))
+        x = x + h
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class _Backbone(nn.Module):
+    def __init__(self, spec: DecoderSpec) -> None:
+        super().__init__()
+        self.embed_tokens = nn.Embedding(spec.vocab_size, spec.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(spec, layer) for layer in spec.layers)
+        self.norm = RMSNorm(spec.hidden_size, spec.rms_norm_eps, spec.norm_style)
+
+
+class DecoderModel(nn.Module):
+    """A decoder-only LM whose parameter names follow HF checkpoints (q/k/v and gate/up fused)."""
+
+    def __init__(self, spec: DecoderSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.model = _Backbone(spec)
+        if not spec.tie_word_embeddings:
+            self.lm_head = nn.Linear(spec.hidden_size, spec.vocab_size, bias=False)
+        self.rotary = nn.ModuleDict(
+            {name: RotaryTable(rope, spec.max_position_embeddings) for name, rope in spec.ropes.items()}
+        )
+
+    def init_buffers(self) -> None:
+        """Compute what is not loaded from the checkpoint (rotary tables)."""
+        param = self.model.norm.weight
+        for table in self.rotary.values():
+            table.build(param.device, param.dtype)
+
+    @torch.inference_mode()
+    def forward(self, batch: ForwardBatch, kv: SlotKVCache) -> torch.Tensor:
+        """Logits [num_seqs, vocab] (fp32) at the last token of each sequence in the batch."""
+        x = self.model.embed_tokens(batch.input_ids)
+        if self.spec.embed_scale is not None:
+            x = x * torch.tensor(self.spec.embed_scale, dtype=x.dtype)
+        cos_sin = {name: table(batch.positions) for name, table in self.rotary.items()}
+        for i, layer in enumerate(self.model.layers):
+            x = layer(x, cos_sin[layer.rope], batch, kv.keys[i], kv.values[i])
+        x = self.model.norm(x[batch.logits_index])
+        head = self.model.embed_tokens.weight if self.spec.tie_word_embeddings else self.lm_head.weight
+        logits = torch.nn.functional.linear(x, head).float()
+        if self.spec.final_softcap is not None:
+            cap = self.spec.final_softcap
+            logits = torch.tanh(logits / cap) * cap
+        return logits
+
+    # --- checkpoint mapping -------------------------------------------------------------------
+
+    def checkpoint_names(self) -> list[str]:
+        """The HF-style tensor names a complete checkpoint of this model contains."""
+        names = []
+        for name, _ in self.named_parameters():
+            fused = [(part, fused) for part, fused, _ in _FUSED if f".{fused}." in name]
+            if fused:
+                part, whole = fused[0]
+                names.extend(name.replace(whole, p) for p, w, _ in _FUSED if w == whole)
+            else:
+                names.append(name)
+        return names
+
+    def load_weight(self, name: str, tensor: torch.Tensor) -> bool:
+        """Copy one checkpoint tensor into place; False when the name is not ours."""
+        if _IGNORED.search(name) or (name == "lm_head.weight" and self.spec.tie_word_embeddings):
+            return True
+        params = self._params
+        for part, whole, shard in _FUSED:
+            if f".{part}." in name:
+                target = params.get(name.replace(part, whole))
+                if target is None:
+                    return False
+                sizes = self._shard_sizes(whole)
+                offset = sum(sizes[:shard])
+                piece = target.data[offset : offset + sizes[shard]]
+                if piece.shape != tensor.shape:
+                    raise ValueError(
+                        f"tensor {name} has shape {tuple(tensor.shape)}, expected {tuple(piece.shape)}"
+                    )
+                piece.copy_(tensor)
+                return True
+        target = params.get(name)
+        if target is None:
+            return False
+        if target.shape != tensor.shape:
+            raise ValueError(f"tensor {name} has shape {tuple(tensor.shape)}, expected {tuple(target.shape)}")
+        target.data.copy_(tensor)
+        return True
+
+    @cached_property
+    def _params(self) -> dict[str, nn.Parameter]:
+        return dict(self.named_parameters())
+
+    def _shard_sizes(self, whole: str) -> list[int]:
+        spec = self.spec
+        if whole == "self_attn.qkv_proj":
+            return [spec.num_heads * spec.head_dim] + [spec.num_kv_heads * spec.head_dim] * 2
+        return [spec.intermediate_size] * 2

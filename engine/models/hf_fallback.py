@@ -1,0 +1,51 @@
+"""HfFallbackModel: any other AutoModelForCausalLM architecture, run by transformers itself (the slow path)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM, DynamicCache
+
+from engine.errors import ModelLoadError
+from engine.forward_batch import ForwardBatch
+
+
+class HfFallbackModel(nn.Module):
+    """Same forward contract as DecoderModel; keeps one transformers DynamicCache per KV slot."""
+
+    uses_slot_cache = False
+
+    def __init__(self, hf_model) -> None:
+        super().__init__()
+        self.hf = hf_model
+        self.caches: dict[int, DynamicCache] = {}
+
+    @classmethod
+    def load(cls, path: Path, dtype: torch.dtype, device: torch.device) -> HfFallbackModel:
+        try:
+            hf_model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        except (ValueError, OSError) as exc:
+            raise ModelLoadError(f"transformers cannot load {path}: {exc}") from exc
+        return cls(hf_model.to(device).eval())
+
+    @torch.inference_mode()
+    def forward(self, batch: ForwardBatch, kv=None) -> torch.Tensor:
+        logits = []
+        start = 0
+        for slot, n, ctx in zip(batch.slots, batch.query_lens, batch.context_lens):
+            if ctx == 0:
+                self.caches[slot] = DynamicCache(config=self.hf.config)
+            out = self.hf(
+                input_ids=batch.input_ids[start : start + n][None],
+                position_ids=batch.positions[start : start + n][None],
+                past_key_values=self.caches[slot],
+                use_cache=True,
+            )
+            logits.append(out.logits[0, -1].float())
+            start += n
+        return torch.stack(logits)
+
+    def release(self, slot: int) -> None:
+        self.caches.pop(slot, None)

@@ -1,0 +1,101 @@
+"""Sequence: one request in flight, from its prompt to its finish reason."""
+
+from __future__ import annotations
+
+import time
+
+from engine.detokenizer import IncrementalDetokenizer
+from engine.outputs import RequestOutput, StreamChunk
+from engine.sampler import SamplingState, TokenLogprob
+from engine.sampling_params import SamplingParams
+from engine.stop_strings import StopStringMatcher
+from engine.tokenizer import Tokenizer
+
+
+class Sequence:
+    """Tokens, text and stop state of one request; `append` applies every stop rule to a new token."""
+
+    def __init__(
+        self, request_id: str, prompt_token_ids: list[int], params: SamplingParams, tokenizer: Tokenizer,
+        max_tokens: int,
+    ) -> None:
+        self.request_id = request_id
+        self.prompt_token_ids = list(prompt_token_ids)
+        self.params = params
+        self.max_tokens = max_tokens
+        self.sampling = SamplingState(params, self.prompt_token_ids, tokenizer.eos_token_ids)
+        self.detokenizer = IncrementalDetokenizer(tokenizer.hf, self.prompt_token_ids, params.skip_special_tokens)
+        self.stopper = StopStringMatcher(params.stop)
+        self.eos_token_ids = set() if params.ignore_eos else set(tokenizer.eos_token_ids)
+        self.stop_token_ids = set(params.stop_token_ids)
+        self.text_parts: list[str] = []
+        self.logprobs: list[TokenLogprob] | None = [] if params.logprobs is not None else None
+        self.finish_reason: str | None = None
+        self.stop_reason: str | int | None = None
+        self.slot = -1
+        self.num_computed = 0  # tokens whose keys/values are in the cache
+        self.created = time.perf_counter()
+        self.first_token_at: float | None = None
+
+    @property
+    def output_token_ids(self) -> list[int]:
+        return self.sampling.output_token_ids
+
+    @property
+    def all_token_ids(self) -> list[int]:
+        return self.prompt_token_ids + self.output_token_ids
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+    def append(self, token_id: int, logprob: TokenLogprob | None) -> StreamChunk:
+        """Record a sampled token; return what it adds to the stream (possibly the last chunk)."""
+        if self.first_token_at is None:
+            self.first_token_at = time.perf_counter()
+        self.output_token_ids.append(token_id)
+        if self.logprobs is not None and logprob is not None:
+            self.logprobs.append(logprob)
+        text = ""
+        stopped_by_string = False
+        if token_id in self.eos_token_ids:
+            self._finish("stop", None)
+        elif token_id in self.stop_token_ids:
+            self._finish("stop", token_id)
+        else:
+            result = self.stopper.feed(self.detokenizer.add(token_id))
+            text = result.text
+            if result.stopped:
+                stopped_by_string = True
+                self._finish("stop", result.stop_string)
+            elif len(self.output_token_ids) >= self.max_tokens:
+                self._finish("length", None)
+        if self.finished and not stopped_by_string:
+            text += self._drain()
+        self.text_parts.append(text)
+        return StreamChunk(
+            self.request_id, text, [token_id], [logprob] if logprob is not None else None,
+            self.finish_reason, self.stop_reason,
+        )
+
+    def _drain(self) -> str:
+        """At the end, release what the detokenizer and the stop matcher still hold back."""
+        result = self.stopper.feed(self.detokenizer.flush())
+        if result.stopped:
+            self._finish("stop", result.stop_string)
+            return result.text
+        return result.text + self.stopper.flush()
+
+    def _finish(self, reason: str, stop_reason: str | int | None) -> None:
+        self.finish_reason = reason
+        self.stop_reason = stop_reason
+
+    def output(self) -> RequestOutput:
+        done = time.perf_counter()
+        metrics = {"total_s": done - self.created}
+        if self.first_token_at is not None:
+            metrics["ttft_s"] = self.first_token_at - self.created
+        return RequestOutput(
+            self.request_id, self.prompt_token_ids, "".join(self.text_parts), list(self.output_token_ids),
+            self.finish_reason or "length", self.stop_reason, self.logprobs, metrics,
+        )
