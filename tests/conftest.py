@@ -1,0 +1,34 @@
+"""Shared fixtures: offline hub, the embedded model loaded once, tiny random checkpoints."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def smollm():
+    """The embedded default model (SmolLM2-135M-Instruct Q4_1 GGUF), fp32 on CPU."""
+    from engine import LLM
+
+    return LLM()
+
+
+@pytest.fixture(scope="session")
+def smollm_gguf_path(smollm):
+    return smollm.loaded.source.path
