@@ -34,7 +34,7 @@ def attend(
         return _decode(q, cache_k, cache_v, batch, scale, window, softcap)
     outputs = []
     start = 0
-    for slot, n, ctx in zip(batch.slots, batch.query_lens, batch.context_lens):
+    for slot, n, ctx in zip(batch.slots, batch.query_lens, batch.context_lens, strict=True):
         qi = q[start : start + n].transpose(0, 1).unsqueeze(0)  # [1, H, n, D]
         total = ctx + n
         lo = 0 if window is None else max(0, total - n - window + 1)

@@ -46,7 +46,7 @@ class ForwardBatch:
         positions: list[int] = []
         slot_of_token: list[int] = []
         last: list[int] = []
-        for chunk, slot, ctx in zip(token_chunks, slots, context_lens):
+        for chunk, slot, ctx in zip(token_chunks, slots, context_lens, strict=True):
             ids.extend(chunk)
             positions.extend(range(ctx, ctx + len(chunk)))
             slot_of_token.extend([slot] * len(chunk))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-from collections.abc import Iterator, Sequence as Seq
+from collections.abc import Iterator
+from collections.abc import Sequence as Seq
 
 import torch
 
@@ -67,7 +68,7 @@ class LLM:
     ) -> list[RequestOutput]:
         """Complete each prompt (text, or token ids); one RequestOutput per prompt, in order."""
         batch = [prompts] if _is_single_prompt(prompts) else list(prompts)
-        seqs = [self._sequence(p, q) for p, q in zip(batch, _per_prompt(params, len(batch)))]
+        seqs = [self._sequence(p, q) for p, q in zip(batch, _per_prompt(params, len(batch)), strict=True)]
         for _ in self._run(seqs):
             pass
         return [s.output() for s in seqs]
@@ -133,7 +134,7 @@ class LLM:
         active = list(seqs)
         while True:
             sampled = runner.sample(logits, [s.sampling for s in active])
-            for seq, token, logprob in zip(active, sampled.token_ids, sampled.logprobs):
+            for seq, token, logprob in zip(active, sampled.token_ids, sampled.logprobs, strict=True):
                 yield seq.append(token, logprob)
             for seq in active:
                 if seq.finished:

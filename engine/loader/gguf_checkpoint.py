@@ -11,6 +11,7 @@ import torch
 from transformers import AutoConfig, AutoTokenizer
 
 from engine.errors import ModelLoadError, UnsupportedArchitectureError
+from engine.loader.conversion_cache import ConversionCache
 
 # GGUF tensor names -> HF names go through gguf's own name map; these are the architectures whose
 # tensors we know how to undo (llama.cpp permutes llama q/k rows and stores Gemma norms as 1 + w).
@@ -29,23 +30,35 @@ class GgufCheckpoint:
         except Exception as exc:  # gguf raises ValueError, struct.error, numpy errors on bad files
             raise ModelLoadError(f"corrupt or truncated GGUF file {path}: {exc}") from exc
         self.architecture = self._field("general.architecture")
-        try:
-            self.config = AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
-        except (ValueError, KeyError, OSError) as exc:
-            raise UnsupportedArchitectureError(
-                f"GGUF architecture {self.architecture!r} in {path} is not supported: {exc}"
-            ) from exc
+        self.cache = ConversionCache(path)
+        self.config = self._load_config()
         self.unmapped: list[str] = []  # GGUF tensors with no HF counterpart, filled by tensors()
         size = path.stat().st_size
         for tensor in self.reader.tensors:
             if tensor.data_offset + tensor.n_bytes > size:
                 raise ModelLoadError(f"truncated GGUF file {path}: tensor {tensor.name} runs past the end")
 
-    def load_tokenizer(self):
+    def _load_config(self):
+        if self.cache.has_config():
+            return AutoConfig.from_pretrained(self.cache.directory)
         try:
-            return AutoTokenizer.from_pretrained(self.path.parent, gguf_file=self.path.name)
+            config = AutoConfig.from_pretrained(self.path.parent, gguf_file=self.path.name)
+        except (ValueError, KeyError, OSError) as exc:
+            raise UnsupportedArchitectureError(
+                f"GGUF architecture {self.architecture!r} in {self.path} is not supported: {exc}"
+            ) from exc
+        self.cache.store(config, "config")
+        return config
+
+    def load_tokenizer(self):
+        if self.cache.has_tokenizer():
+            return AutoTokenizer.from_pretrained(self.cache.directory)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(self.path.parent, gguf_file=self.path.name)
         except (ValueError, KeyError, OSError) as exc:
             raise ModelLoadError(f"cannot build the tokenizer from {self.path}: {exc}") from exc
+        self.cache.store(tokenizer, "tokenizer")
+        return tokenizer
 
     def eos_token_ids(self) -> list[int]:
         eos = self._field("tokenizer.ggml.eos_token_id")

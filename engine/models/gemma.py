@@ -28,7 +28,7 @@ def _spec(config, architecture: str, qk_norm: bool, per_type_rope: bool) -> Deco
         ropes = {"default": rope_from_config(config)}
         rope_of = ["default"] * len(kinds)
     layers = tuple(
-        LayerSpec(sliding_window=window, rope=rope) for window, rope in zip(layer_windows(config), rope_of)
+        LayerSpec(sliding_window=window, rope=rope) for window, rope in zip(layer_windows(config), rope_of, strict=True)
     )
     bias = bool(getattr(config, "attention_bias", False))
     return DecoderSpec(

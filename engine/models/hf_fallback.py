@@ -34,7 +34,7 @@ class HfFallbackModel(nn.Module):
     def forward(self, batch: ForwardBatch, kv=None) -> torch.Tensor:
         logits = []
         start = 0
-        for slot, n, ctx in zip(batch.slots, batch.query_lens, batch.context_lens):
+        for slot, n, ctx in zip(batch.slots, batch.query_lens, batch.context_lens, strict=True):
             if ctx == 0:
                 self.caches[slot] = DynamicCache(config=self.hf.config)
             out = self.hf(
