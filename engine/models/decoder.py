@@ -51,14 +51,17 @@ class Attention(nn.Module):
     ) -> torch.Tensor:
         spec = self.spec
         tokens = x.shape[0]
-        q, k, v = self.qkv_proj(x).split(self.sizes, dim=-1)
-        q = q.view(tokens, spec.num_heads, spec.head_dim)
-        k = k.view(tokens, spec.num_kv_heads, spec.head_dim)
-        v = v.view(tokens, spec.num_kv_heads, spec.head_dim)
-        if spec.qk_norm:
-            q, k = self.q_norm(q), self.k_norm(k)
+        h, kvh = spec.num_heads, spec.num_kv_heads
+        qkv = self.qkv_proj(x).view(tokens, h + 2 * kvh, spec.head_dim)
         cos, sin = cos_sin
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if spec.qk_norm:
+            q = apply_rotary(self.q_norm(qkv[:, :h]), cos, sin)
+            k = apply_rotary(self.k_norm(qkv[:, h : h + kvh]), cos, sin)
+        else:
+            # Queries and keys rotate together: one set of rotary ops per layer instead of two.
+            qk = apply_rotary(qkv[:, : h + kvh], cos, sin)
+            q, k = qk[:, :h], qk[:, h:]
+        v = qkv[:, h + kvh :]
         write_kv(cache_k, cache_v, k, v, batch)
         out = attend(q, cache_k, cache_v, batch, spec.scale, self.window, spec.attn_softcap)
         return self.o_proj(out.reshape(tokens, -1))

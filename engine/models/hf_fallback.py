@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import torch
@@ -21,6 +22,9 @@ class HfFallbackModel(nn.Module):
         super().__init__()
         self.hf = hf_model
         self.caches: dict[int, DynamicCache] = {}
+        # transformers is renaming `past_key_values` to `cache`; use whichever this version takes.
+        params = inspect.signature(hf_model.forward).parameters
+        self.cache_kwarg = "cache" if "cache" in params else "past_key_values"
 
     @classmethod
     def load(cls, path: Path, dtype: torch.dtype, device: torch.device) -> HfFallbackModel:
@@ -40,8 +44,8 @@ class HfFallbackModel(nn.Module):
             out = self.hf(
                 input_ids=batch.input_ids[start : start + n][None],
                 position_ids=batch.positions[start : start + n][None],
-                past_key_values=self.caches[slot],
                 use_cache=True,
+                **{self.cache_kwarg: self.caches[slot]},
             )
             logits.append(out.logits[0, -1].float())
             start += n

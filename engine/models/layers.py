@@ -46,19 +46,20 @@ class RotaryTable(nn.Module):
         freqs = positions[:, None] * inv_freq[None, :]
         emb = torch.cat((freqs, freqs), dim=-1)
         self.cos = (emb.cos() * self.rope.attention_scaling).to(dtype)
-        self.sin = (emb.sin() * self.rope.attention_scaling).to(dtype)
+        sin = (emb.sin() * self.rope.attention_scaling).to(dtype)
+        # Sign of rotate_half folded into the table: x*cos + roll(x, half)*sin_signed is exactly
+        # HF's x*cos + cat(-x2, x1)*sin, with one op fewer per call.
+        half = sin.shape[-1] // 2
+        self.sin = torch.cat((-sin[:, :half], sin[:, half:]), dim=-1)
 
     def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.cos[positions], self.sin[positions]
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate x [T, heads, head_dim] by the per-token cos/sin [T, head_dim] (half-split layout)."""
-    cos = cos[:, None, :]
-    sin = sin[:, None, :]
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos + rotated * sin
+    """Rotate x [T, heads, head_dim] by the per-token cos/sin [T, head_dim] (half-split layout;
+    `sin` carries rotate_half's sign, see RotaryTable.build)."""
+    return x * cos[:, None, :] + x.roll(x.shape[-1] // 2, dims=-1) * sin[:, None, :]
 
 
 def activation(name: str):
