@@ -56,37 +56,54 @@ def attend(
 
 
 def _decode(q, cache_k, cache_v, batch, scale, window, softcap) -> torch.Tensor:
+    """One query per sequence: gather each sequence's window of the cache, then attend."""
     lengths = [c + 1 for c in batch.context_lens]
     if batch.num_seqs == 1:
         slot, total = batch.slots[0], lengths[0]
         lo = 0 if window is None else max(0, total - window)
         k = cache_k[slot : slot + 1, :, lo:total]
         v = cache_v[slot : slot + 1, :, lo:total]
-        out = _sdpa(q.transpose(0, 1).unsqueeze(0), k, v, None, scale, softcap)  # [1, H, 1, D]
-        return out[0].transpose(0, 1)
-    longest = max(lengths)
-    slots = torch.tensor(batch.slots, device=q.device)
-    k = cache_k[slots, :, :longest]
-    v = cache_v[slots, :, :longest]
-    lens = torch.tensor(lengths, device=q.device)[:, None]
-    pos = torch.arange(longest, device=q.device)[None, :]
-    mask = pos < lens
-    if window is not None:
-        mask &= pos >= lens - window
-    out = _sdpa(q[:, :, None, :], k, v, mask[:, None, None, :], scale, softcap)  # [B, H, 1, D]
-    return out[:, :, 0, :]
+        mask = None
+    else:
+        longest = max(lengths)
+        slots = torch.tensor(batch.slots, device=q.device)
+        k = cache_k[slots, :, :longest]
+        v = cache_v[slots, :, :longest]
+        lens = torch.tensor(lengths, device=q.device)[:, None]
+        pos = torch.arange(longest, device=q.device)[None, :]
+        mask = pos < lens
+        if window is not None:
+            mask &= pos >= lens - window
+        mask = mask[:, None, None, :]  # [B, 1, 1, L]
+    q = q[:, :, None, :]  # [B, H, 1, D]
+    if softcap is None and not (q.device.type == "cpu" and q.dtype != torch.float32):
+        return _sdpa(q, k, v, mask, scale, None)[:, :, 0, :]
+    # Half precision on CPU: SDPA's flash kernel is ~3x slower than eager for a single query.
+    return eager_attention(q, k, v, mask, scale, softcap)[:, :, 0, :]
 
 
 def _sdpa(q, k, v, mask, scale, softcap) -> torch.Tensor:
-    """q [B, H, n, D], k/v [B, KVH, L, D], mask broadcastable to [B, H, n, L] (True = attend)."""
-    if softcap is None:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=True)
-    groups = q.shape[1] // k.shape[1]
-    k = k.repeat_interleave(groups, dim=1)
-    v = v.repeat_interleave(groups, dim=1)
-    scores = torch.matmul(q, k.transpose(-1, -2)) * scale
-    scores = torch.tanh(scores / softcap) * softcap
+    if softcap is not None:
+        return eager_attention(q, k, v, mask, scale, softcap)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=True)
+
+
+def eager_attention(q, k, v, mask, scale: float, softcap: float | None) -> torch.Tensor:
+    """Softmax attention as HF's eager path computes it, with queries grouped by KV head (no repeat).
+
+    q [B, H, n, D], k/v [B, KVH, L, D], mask (True = attend) broadcastable to [B, 1, n, L] or None.
+    """
+    batch, heads, n, dim = q.shape
+    kv_heads = k.shape[1]
+    groups = heads // kv_heads
+    # A KV head's query heads and positions become rows of one matmul: K and V are read once.
+    rows = q.reshape(batch, kv_heads, groups * n, dim)
+    scores = torch.matmul(rows, k.transpose(-1, -2)) * scale  # [B, KVH, G*n, L]
+    if softcap is not None:
+        scores = torch.tanh(scores / softcap) * softcap
     if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
+        mask = mask.reshape((1,) * (4 - mask.dim()) + tuple(mask.shape)).unsqueeze(2)  # [B, 1, 1, n, L]
+        scores = scores.view(batch, kv_heads, groups, n, -1).masked_fill(~mask, float("-inf"))
+        scores = scores.view(batch, kv_heads, groups * n, -1)
     probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
-    return torch.matmul(probs, v)
+    return torch.matmul(probs, v).reshape(batch, heads, n, dim)
