@@ -75,20 +75,19 @@ def load_model(
     config = checkpoint.config
     builder = native_builder(config)
     if builder is None:
-        if not allow_fallback or source.kind == "gguf":
+        if not allow_fallback:
             from engine.models import NATIVE_ARCHITECTURES
 
             arch = (getattr(config, "architectures", None) or [config.model_type])[0]
             raise UnsupportedArchitectureError(
                 f"architecture {arch!r} has no native implementation"
-                + (" and the transformers fallback is disabled" if not allow_fallback else "")
-                + f"; native: {', '.join(sorted(NATIVE_ARCHITECTURES))}"
+                + f" and the transformers fallback is disabled; native: {', '.join(sorted(NATIVE_ARCHITECTURES))}"
             )
         from engine.models.hf_fallback import HfFallbackModel
 
         log.warning("no native implementation for %s: using the transformers fallback (slow path)",
                     getattr(config, "architectures", None))
-        module = HfFallbackModel.load(source.path, torch_dtype, target)
+        module = HfFallbackModel.load(source, torch_dtype, target)
         native = False
     else:
         module = _build_native(builder(config), checkpoint, source, torch_dtype, target)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -11,6 +10,7 @@ from transformers import AutoModelForCausalLM, DynamicCache
 
 from engine.errors import ModelLoadError
 from engine.forward_batch import ForwardBatch
+from engine.loader.source import ModelSource
 
 
 class HfFallbackModel(nn.Module):
@@ -27,11 +27,16 @@ class HfFallbackModel(nn.Module):
         self.cache_kwarg = "cache" if "cache" in params else "past_key_values"
 
     @classmethod
-    def load(cls, path: Path, dtype: torch.dtype, device: torch.device) -> HfFallbackModel:
+    def load(cls, source: ModelSource, dtype: torch.dtype, device: torch.device) -> HfFallbackModel:
+        """Load with transformers itself (it dequantizes GGUF files it knows)."""
+        if source.kind == "gguf":
+            args, kwargs = (source.path.parent,), {"gguf_file": source.path.name}
+        else:
+            args, kwargs = (source.path,), {}
         try:
-            hf_model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+            hf_model = AutoModelForCausalLM.from_pretrained(*args, dtype=dtype, **kwargs)
         except (ValueError, OSError) as exc:
-            raise ModelLoadError(f"transformers cannot load {path}: {exc}") from exc
+            raise ModelLoadError(f"transformers cannot load {source.path}: {exc}") from exc
         return cls(hf_model.to(device).eval())
 
     @torch.inference_mode()
