@@ -1,7 +1,8 @@
-"""Reference attention over the slot KV cache: write the new keys/values, attend causally.
+"""Reference attention over the paged KV cache: write new keys/values by slot, attend by block table.
 
-Handles GQA, sliding windows and logit soft-capping. Decode batches are one SDPA call;
-prefill chunks are one call per sequence (their causal masks differ).
+Handles GQA, sliding windows and logit soft-capping. A decode batch is one attention call over
+the gathered blocks of all its sequences; prefill chunks are one call per sequence (their causal
+masks differ). The GPU path will put Triton kernels behind `attend`.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from engine.forward_batch import ForwardBatch
 def write_kv(
     cache_k: torch.Tensor, cache_v: torch.Tensor, k: torch.Tensor, v: torch.Tensor, batch: ForwardBatch
 ) -> None:
-    """Store k, v [T, kv_heads, head_dim] at (slot, position) of every token."""
-    cache_k[batch.slot_index, :, batch.positions] = k
-    cache_v[batch.slot_index, :, batch.positions] = v
+    """Store k, v [T, kv_heads, head_dim] in the flat cache slots of their tokens."""
+    heads, dim = cache_k.shape[-2:]
+    cache_k.view(-1, heads, dim).index_copy_(0, batch.slot_mapping, k)
+    cache_v.view(-1, heads, dim).index_copy_(0, batch.slot_mapping, v)
 
 
 def attend(
@@ -30,62 +32,78 @@ def attend(
     softcap: float | None,
 ) -> torch.Tensor:
     """Attention output [T, heads, head_dim] for queries q [T, heads, head_dim]."""
-    if batch.is_decode:
-        return _decode(q, cache_k, cache_v, batch, scale, window, softcap)
+    if batch.is_decode and batch.num_seqs > 1:
+        return _decode_batch(q, cache_k, cache_v, batch, scale, window, softcap)
     outputs = []
     start = 0
-    for slot, n, ctx in zip(batch.slots, batch.query_lens, batch.context_lens, strict=True):
-        qi = q[start : start + n].transpose(0, 1).unsqueeze(0)  # [1, H, n, D]
+    for i, (n, ctx) in enumerate(zip(batch.query_lens, batch.context_lens, strict=True)):
         total = ctx + n
         lo = 0 if window is None else max(0, total - n - window + 1)
-        k = cache_k[slot : slot + 1, :, lo:total]
-        v = cache_v[slot : slot + 1, :, lo:total]
-        if ctx == 0 and (window is None or window >= n) and softcap is None:
-            # Plain causal prefill: let SDPA pick its fused causal kernel instead of a dense mask.
-            out = F.scaled_dot_product_attention(qi, k, v, is_causal=True, scale=scale, enable_gqa=True)
+        k = _sequence_kv(cache_k, batch, i, lo, total)
+        v = _sequence_kv(cache_v, batch, i, lo, total)
+        qi = q[start : start + n].transpose(0, 1).unsqueeze(0)  # [1, H, n, D]
+        if n == 1:
+            mask = None  # one query at the end: every kept key is visible
+        elif ctx == 0 and (window is None or window >= n) and softcap is None:
+            mask = "causal"
         else:
             q_pos = torch.arange(ctx, total, device=q.device)[:, None]
             k_pos = torch.arange(lo, total, device=q.device)[None, :]
             mask = k_pos <= q_pos
             if window is not None:
                 mask &= k_pos > q_pos - window
-            out = _sdpa(qi, k, v, mask, scale, softcap)
-        outputs.append(out[0].transpose(0, 1))
+        outputs.append(_attention(qi, k, v, mask, scale, softcap)[0].transpose(0, 1))
         start += n
     return torch.cat(outputs, dim=0)
 
 
-def _decode(q, cache_k, cache_v, batch, scale, window, softcap) -> torch.Tensor:
-    """One query per sequence: gather each sequence's window of the cache, then attend."""
-    lengths = [c + 1 for c in batch.context_lens]
-    if batch.num_seqs == 1:
-        slot, total = batch.slots[0], lengths[0]
-        lo = 0 if window is None else max(0, total - window)
-        k = cache_k[slot : slot + 1, :, lo:total]
-        v = cache_v[slot : slot + 1, :, lo:total]
-        mask = None
+def _sequence_kv(cache: torch.Tensor, batch: ForwardBatch, i: int, lo: int, hi: int) -> torch.Tensor:
+    """Positions lo..hi-1 of sequence i as [1, kv_heads, L, D]: a view when its blocks are consecutive."""
+    size = batch.block_size
+    first = batch.first_block[i]
+    if first >= 0:
+        flat = cache.view(-1, *cache.shape[2:])
+        rows = flat[first * size + lo : first * size + hi]
     else:
-        longest = max(lengths)
-        slots = torch.tensor(batch.slots, device=q.device)
-        k = cache_k[slots, :, :longest]
-        v = cache_v[slots, :, :longest]
-        lens = torch.tensor(lengths, device=q.device)[:, None]
-        pos = torch.arange(longest, device=q.device)[None, :]
-        mask = pos < lens
-        if window is not None:
-            mask &= pos >= lens - window
-        mask = mask[:, None, None, :]  # [B, 1, 1, L]
-    q = q[:, :, None, :]  # [B, H, 1, D]
-    if softcap is None and not (q.device.type == "cpu" and q.dtype != torch.float32):
-        return _sdpa(q, k, v, mask, scale, None)[:, :, 0, :]
+        blocks = batch.block_tables[i][lo // size : -(-hi // size)]
+        index = torch.tensor(blocks, dtype=torch.int64, device=cache.device)
+        gathered = cache.index_select(0, index).view(-1, *cache.shape[2:])
+        offset = (lo // size) * size
+        rows = gathered[lo - offset : hi - offset]
+    return rows.transpose(0, 1).unsqueeze(0)
+
+
+def _decode_batch(q, cache_k, cache_v, batch, scale, window, softcap) -> torch.Tensor:
+    """One query per sequence: gather every sequence's blocks (padded), mask by length and window."""
+    size = batch.block_size
+    lengths = [c + 1 for c in batch.context_lens]
+    num_blocks = -(-max(lengths) // size)
+    table = batch.padded_block_table(num_blocks)  # [B, nb]
+    seqs = len(lengths)
+    k = cache_k[table].view(seqs, num_blocks * size, *cache_k.shape[2:]).transpose(1, 2)  # [B, KVH, L, D]
+    v = cache_v[table].view(seqs, num_blocks * size, *cache_v.shape[2:]).transpose(1, 2)
+    lens = torch.tensor(lengths, device=q.device)[:, None]
+    pos = torch.arange(num_blocks * size, device=q.device)[None, :]
+    mask = pos < lens
+    if window is not None:
+        mask &= pos >= lens - window
+    out = _attention(q[:, :, None, :], k, v, mask[:, None, None, :], scale, softcap)  # [B, H, 1, D]
+    return out[:, :, 0, :]
+
+
+def _attention(q, k, v, mask, scale, softcap) -> torch.Tensor:
+    """q [B, H, n, D], k/v [B, KVH, L, D]; mask: None, "causal", or bool (True = attend)."""
+    single_query_half_cpu = q.shape[2] == 1 and q.device.type == "cpu" and q.dtype != torch.float32
+    if softcap is None and not single_query_half_cpu:
+        causal = isinstance(mask, str)
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=None if causal else mask, is_causal=causal, scale=scale, enable_gqa=True
+        )
     # Half precision on CPU: SDPA's flash kernel is ~3x slower than eager for a single query.
-    return eager_attention(q, k, v, mask, scale, softcap)[:, :, 0, :]
-
-
-def _sdpa(q, k, v, mask, scale, softcap) -> torch.Tensor:
-    if softcap is not None:
-        return eager_attention(q, k, v, mask, scale, softcap)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=True)
+    if isinstance(mask, str):
+        n = q.shape[2]
+        mask = torch.ones(n, n, dtype=torch.bool, device=q.device).tril()
+    return eager_attention(q, k, v, mask, scale, softcap)
 
 
 def eager_attention(q, k, v, mask, scale: float, softcap: float | None) -> torch.Tensor:

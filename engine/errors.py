@@ -29,3 +29,16 @@ class SamplingParamsError(InvalidRequestError):
 
 class ContextLengthError(InvalidRequestError):
     """The prompt (plus the tokens asked for) does not fit the model's context window."""
+
+
+class RequestFailedError(EngineError):
+    """A request ended by an engine fault (its step raised); other requests and later ones go on."""
+
+
+class EngineStepError(EngineError):
+    """An engine step raised: names the requests it was running, keeps the cause."""
+
+    def __init__(self, request_ids: list[str], cause: BaseException) -> None:
+        super().__init__(f"engine step failed for {len(request_ids)} request(s): {cause!r}")
+        self.request_ids = request_ids
+        self.cause = cause

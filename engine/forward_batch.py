@@ -9,48 +9,67 @@ import torch
 
 @dataclass
 class ForwardBatch:
-    """A flattened batch of token chunks, one chunk per sequence.
+    """A flattened batch of token chunks, one chunk per sequence, over the paged KV cache.
 
-    Sequence i contributes `query_lens[i]` new tokens that sit at positions
-    `context_lens[i] .. context_lens[i] + query_lens[i] - 1` of its KV slot `slots[i]`.
-    A decode step is the case where every query length is 1.
+    Sequence i contributes `query_lens[i]` new tokens at positions `context_lens[i]` onwards;
+    its keys/values live in the blocks `block_tables[i]`, and token t of the flat batch is
+    written to flat cache slot `slot_mapping[t]`. Logits are computed only for the rows in
+    `logits_index` (the last token of each sequence that samples this step).
     """
 
     input_ids: torch.Tensor  # [T] int64
     positions: torch.Tensor  # [T] int64
-    slots: list[int]
+    slot_mapping: torch.Tensor  # [T] int64
     query_lens: list[int]
-    context_lens: list[int]  # tokens already in the cache before this forward
-    slot_index: torch.Tensor  # [T] int64: the KV slot of each token
-    logits_index: torch.Tensor  # [num_seqs] int64: last token of each sequence in the flat batch
+    context_lens: list[int]
+    block_tables: list[list[int]]
+    block_size: int
+    logits_index: torch.Tensor  # [num_sampled] int64
+    samples: list[bool]  # per sequence: does this step produce its next token
+    sequence_ids: list[str]
+    # First block of each sequence when its blocks are consecutive (read as a view, no gather), else -1.
+    first_block: list[int]
 
     @property
     def num_seqs(self) -> int:
-        return len(self.slots)
+        return len(self.query_lens)
 
     @property
     def is_decode(self) -> bool:
         return all(n == 1 for n in self.query_lens)
 
+    def padded_block_table(self, num_blocks: int) -> torch.Tensor:
+        """Block tables as one [num_seqs, num_blocks] tensor, padded with block 0 (masked out)."""
+        rows = [table[:num_blocks] + [0] * (num_blocks - min(len(table), num_blocks)) for table in self.block_tables]
+        return torch.tensor(rows, dtype=torch.int64, device=self.input_ids.device)
+
     @classmethod
     def build(
         cls,
         token_chunks: list[list[int]],
-        slots: list[int],
         context_lens: list[int],
+        block_tables: list[list[int]],
+        block_size: int,
+        sample: list[bool],
+        sequence_ids: list[str],
         device: torch.device,
     ) -> ForwardBatch:
-        """Flatten per-sequence token chunks into one batch."""
-        query_lens = [len(c) for c in token_chunks]
+        """Flatten per-sequence chunks; positions and cache slots follow from the block tables."""
         ids: list[int] = []
         positions: list[int] = []
-        slot_of_token: list[int] = []
-        last: list[int] = []
-        for chunk, slot, ctx in zip(token_chunks, slots, context_lens, strict=True):
+        slots: list[int] = []
+        logits_rows: list[int] = []
+        first_block: list[int] = []
+        for chunk, ctx, table, wants in zip(token_chunks, context_lens, block_tables, sample, strict=True):
             ids.extend(chunk)
-            positions.extend(range(ctx, ctx + len(chunk)))
-            slot_of_token.extend([slot] * len(chunk))
-            last.append(len(ids) - 1)
+            span = range(ctx, ctx + len(chunk))
+            positions.extend(span)
+            slots.extend(table[p // block_size] * block_size + p % block_size for p in span)
+            if wants:
+                logits_rows.append(len(ids) - 1)
+            used = table[: -(-(ctx + len(chunk)) // block_size)]
+            consecutive = all(b == used[0] + i for i, b in enumerate(used))
+            first_block.append(used[0] if consecutive else -1)
 
         def tensor(values: list[int]) -> torch.Tensor:
             return torch.tensor(values, dtype=torch.int64, device=device)
@@ -58,9 +77,13 @@ class ForwardBatch:
         return cls(
             input_ids=tensor(ids),
             positions=tensor(positions),
-            slots=list(slots),
-            query_lens=query_lens,
+            slot_mapping=tensor(slots),
+            query_lens=[len(c) for c in token_chunks],
             context_lens=list(context_lens),
-            slot_index=tensor(slot_of_token),
-            logits_index=tensor(last),
+            block_tables=block_tables,
+            block_size=block_size,
+            logits_index=tensor(logits_rows),
+            samples=list(sample),
+            sequence_ids=list(sequence_ids),
+            first_block=first_block,
         )

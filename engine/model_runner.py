@@ -1,50 +1,88 @@
-"""ModelRunner: owns the model module and its KV cache, runs forwards and sampling on one device."""
+"""ModelRunner: owns the model module and the paged KV memory; runs one SchedulerOutput per step."""
 
 from __future__ import annotations
 
+import logging
+
+import psutil
 import torch
 
-from engine.errors import InvalidRequestError
+from engine.config import EngineConfig
 from engine.forward_batch import ForwardBatch
-from engine.kv_slots import SlotKVCache
+from engine.kv_tensors import KVTensors
 from engine.loader import LoadedModel
 from engine.sampler import Sampler, SamplerOutput, SamplingState
+from engine.scheduler_output import SchedulerOutput
 
-_ROUND = 256  # cache lengths are rounded up so that similar requests reuse one allocation
+log = logging.getLogger(__name__)
+
+_CPU_KV_DEFAULT_CAP = 1 << 30  # 1 GiB unless --kv-cache-memory says otherwise
+
+
+def plan_kv_blocks(loaded: LoadedModel, config: EngineConfig, max_model_len: int) -> int:
+    """How many KV blocks to allocate, from the config's memory budget and the model's shape."""
+    blocks_per_seq = -(-max_model_len // config.block_size)
+    wanted = config.max_num_seqs * blocks_per_seq
+    spec = getattr(loaded.module, "spec", None)
+    if spec is None:  # transformers fallback: keys/values live in its own caches
+        return wanted
+    per_block = KVTensors.bytes_per_block(spec.num_layers, config.block_size, spec.num_kv_heads,
+                                          spec.head_dim, loaded.dtype)
+    if config.kv_cache_memory is not None:
+        blocks = config.kv_cache_memory // per_block
+        if blocks < 1:
+            raise ValueError(
+                f"kv_cache_memory={config.kv_cache_memory} bytes is smaller than one KV block ({per_block} bytes)"
+            )
+        return blocks
+    if loaded.device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(loaded.device)
+        return max(1, int(free * config.gpu_memory_utilization) // per_block)
+    budget = min(_CPU_KV_DEFAULT_CAP, psutil.virtual_memory().available // 4)
+    return max(1, min(wanted, budget // per_block))
 
 
 class ModelRunner:
-    """Runs the model over flattened batches; (re)allocates the slot cache when a batch needs more."""
+    """Builds the flat batch from a SchedulerOutput, runs the model, samples the finishing rows."""
 
-    def __init__(self, loaded: LoadedModel) -> None:
+    def __init__(self, loaded: LoadedModel, num_blocks: int, block_size: int) -> None:
         self.loaded = loaded
         self.model = loaded.module
         self.device = loaded.device
+        self.block_size = block_size
         self.sampler = Sampler()
-        self.kv: SlotKVCache | None = None
+        self.kv: KVTensors | None = None
+        spec = getattr(self.model, "spec", None)
+        if spec is not None:
+            self.kv = KVTensors(spec.num_layers, num_blocks, block_size, spec.num_kv_heads, spec.head_dim,
+                                loaded.dtype, self.device)
+            gib = num_blocks * KVTensors.bytes_per_block(spec.num_layers, block_size, spec.num_kv_heads,
+                                                         spec.head_dim, loaded.dtype) / 2**30
+            log.info("KV cache: %d blocks of %d tokens (%.2f GiB, %d tokens)", num_blocks, block_size, gib,
+                     num_blocks * block_size)
 
-    def reserve(self, num_slots: int, max_len: int) -> None:
-        """Make sure `num_slots` sequences of up to `max_len` tokens fit in the KV cache."""
-        if not getattr(self.model, "uses_slot_cache", True):
-            return
-        if max_len > self.loaded.context_length:
-            raise InvalidRequestError(f"{max_len} tokens exceed the context length {self.loaded.context_length}")
-        if self.kv is not None and self.kv.fits(num_slots, max_len):
-            return
-        spec = self.model.spec
-        length = min(self.loaded.context_length, -(-max_len // _ROUND) * _ROUND)
-        self.kv = None  # free the old cache before allocating the new one
-        self.kv = SlotKVCache(spec.num_layers, num_slots, length, spec.num_kv_heads, spec.head_dim,
-                              self.loaded.dtype, self.device)
-
-    def forward(self, token_chunks: list[list[int]], slots: list[int], context_lens: list[int]) -> torch.Tensor:
-        batch = ForwardBatch.build(token_chunks, slots, context_lens, self.device)
+    def forward(self, output: SchedulerOutput) -> torch.Tensor:
+        """Logits [num_sampling_chunks, vocab] for the chunks with sample=True, in order."""
+        chunks = output.chunks
+        batch = ForwardBatch.build(
+            [c.token_ids for c in chunks],
+            [c.start_position for c in chunks],
+            [c.block_table for c in chunks],
+            self.block_size,
+            [c.sample for c in chunks],
+            [c.request_id for c in chunks],
+            self.device,
+        )
         return self.model(batch, self.kv)
 
-    def sample(self, logits: torch.Tensor, states: list[SamplingState]) -> SamplerOutput:
+    def execute(self, output: SchedulerOutput, states: list[SamplingState]) -> SamplerOutput:
+        """Run the step and sample one token for each chunk with sample=True (`states` in that order)."""
+        logits = self.forward(output)
+        if not states:
+            return SamplerOutput([], [])
         return self.sampler(logits, states)
 
-    def release(self, slot: int) -> None:
+    def release(self, request_id: str) -> None:
         release = getattr(self.model, "release", None)
         if release is not None:
-            release(slot)
+            release(request_id)

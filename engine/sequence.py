@@ -6,6 +6,7 @@ import time
 
 from engine.detokenizer import IncrementalDetokenizer
 from engine.outputs import RequestOutput, StreamChunk
+from engine.request import Request
 from engine.sampler import SamplingState, TokenLogprob
 from engine.sampling_params import SamplingParams
 from engine.stop_strings import StopStringMatcher
@@ -23,7 +24,10 @@ class Sequence:
         self.prompt_token_ids = list(prompt_token_ids)
         self.params = params
         self.max_tokens = max_tokens
-        self.sampling = SamplingState(params, self.prompt_token_ids, tokenizer.eos_token_ids)
+        self.request = Request(request_id, self.prompt_token_ids, max_tokens)
+        # One list of generated ids, shared by the scheduler's request and the sampler's penalties.
+        self.sampling = SamplingState(params, self.prompt_token_ids, tokenizer.eos_token_ids,
+                                      output_token_ids=self.request.output_token_ids)
         self.detokenizer = IncrementalDetokenizer(tokenizer.hf, self.prompt_token_ids, params.skip_special_tokens)
         self.stopper = StopStringMatcher(params.stop)
         self.eos_token_ids = set() if params.ignore_eos else set(tokenizer.eos_token_ids)
@@ -32,18 +36,14 @@ class Sequence:
         self.logprobs: list[TokenLogprob] | None = [] if params.logprobs is not None else None
         self.finish_reason: str | None = None
         self.stop_reason: str | int | None = None
-        self.slot = -1
-        self.num_computed = 0  # tokens whose keys/values are in the cache
         self.created = time.perf_counter()
         self.first_token_at: float | None = None
+        self.last_token_at: float | None = None
+        self.inter_token_latencies: list[float] = []
 
     @property
     def output_token_ids(self) -> list[int]:
         return self.sampling.output_token_ids
-
-    @property
-    def all_token_ids(self) -> list[int]:
-        return self.prompt_token_ids + self.output_token_ids
 
     @property
     def finished(self) -> bool:
@@ -51,8 +51,12 @@ class Sequence:
 
     def append(self, token_id: int, logprob: TokenLogprob | None) -> StreamChunk:
         """Record a sampled token; return what it adds to the stream (possibly the last chunk)."""
+        now = time.perf_counter()
         if self.first_token_at is None:
-            self.first_token_at = time.perf_counter()
+            self.first_token_at = now
+        else:
+            self.inter_token_latencies.append(now - self.last_token_at)
+        self.last_token_at = now
         self.output_token_ids.append(token_id)
         if self.logprobs is not None and logprob is not None:
             self.logprobs.append(logprob)
@@ -85,6 +89,10 @@ class Sequence:
             self._finish("stop", result.stop_string)
             return result.text
         return result.text + self.stopper.flush()
+
+    def fail(self, reason: str) -> None:
+        """End the sequence without a normal stop (aborted by the caller, or its engine step failed)."""
+        self._finish(reason, None)
 
     def _finish(self, reason: str, stop_reason: str | int | None) -> None:
         self.finish_reason = reason

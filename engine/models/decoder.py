@@ -10,7 +10,7 @@ from torch import nn
 
 from engine.attention import attend, write_kv
 from engine.forward_batch import ForwardBatch
-from engine.kv_slots import SlotKVCache
+from engine.kv_tensors import KVTensors
 from engine.models.layers import RMSNorm, RotaryTable, activation, apply_rotary
 from engine.models.spec import DecoderSpec, LayerSpec
 
@@ -134,7 +134,7 @@ class DecoderModel(nn.Module):
             table.build(param.device, param.dtype)
 
     @torch.inference_mode()
-    def forward(self, batch: ForwardBatch, kv: SlotKVCache) -> torch.Tensor:
+    def forward(self, batch: ForwardBatch, kv: KVTensors) -> torch.Tensor:
         """Logits [num_seqs, vocab] (fp32) at the last token of each sequence in the batch."""
         x = self.model.embed_tokens(batch.input_ids)
         if self.spec.embed_scale is not None:

@@ -21,7 +21,7 @@ class HfFallbackModel(nn.Module):
     def __init__(self, hf_model) -> None:
         super().__init__()
         self.hf = hf_model
-        self.caches: dict[int, DynamicCache] = {}
+        self.caches: dict[str, DynamicCache] = {}
         # transformers is renaming `past_key_values` to `cache`; use whichever this version takes.
         params = inspect.signature(hf_model.forward).parameters
         self.cache_kwarg = "cache" if "cache" in params else "past_key_values"
@@ -41,20 +41,24 @@ class HfFallbackModel(nn.Module):
 
     @torch.inference_mode()
     def forward(self, batch: ForwardBatch, kv=None) -> torch.Tensor:
+        """Logits of the sampling sequences; keys/values stay in transformers' own per-request caches."""
         logits = []
         start = 0
-        for slot, n, ctx in zip(batch.slots, batch.query_lens, batch.context_lens, strict=True):
+        for seq_id, n, ctx, wants in zip(
+            batch.sequence_ids, batch.query_lens, batch.context_lens, batch.samples, strict=True
+        ):
             if ctx == 0:
-                self.caches[slot] = DynamicCache(config=self.hf.config)
+                self.caches[seq_id] = DynamicCache(config=self.hf.config)
             out = self.hf(
                 input_ids=batch.input_ids[start : start + n][None],
                 position_ids=batch.positions[start : start + n][None],
                 use_cache=True,
-                **{self.cache_kwarg: self.caches[slot]},
+                **{self.cache_kwarg: self.caches[seq_id]},
             )
-            logits.append(out.logits[0, -1].float())
+            if wants:
+                logits.append(out.logits[0, -1].float())
             start += n
-        return torch.stack(logits)
+        return torch.stack(logits) if logits else torch.empty(0, device=batch.input_ids.device)
 
-    def release(self, slot: int) -> None:
-        self.caches.pop(slot, None)
+    def release(self, seq_id: str) -> None:
+        self.caches.pop(seq_id, None)

@@ -1,4 +1,4 @@
-"""Attention over the slot cache against a naive per-query float64 reference."""
+"""Attention over the paged KV cache against a naive per-query float64 reference."""
 
 from __future__ import annotations
 
@@ -10,16 +10,18 @@ import torch
 from engine.attention import attend, write_kv
 from engine.forward_batch import ForwardBatch
 
-HEADS, KV_HEADS, DIM, MAX_LEN = 6, 2, 8, 64
+HEADS, KV_HEADS, DIM, BLOCK, NUM_BLOCKS = 6, 2, 8, 4, 16
+# Sequence "a" owns scattered blocks (gathered by table); "b" owns consecutive ones (read as a view).
+TABLES = {"a": [12, 2, 15, 1, 11, 0], "b": [3, 4, 5, 6, 7]}
 
 
 def naive(q, keys, values, positions_q, window, softcap, scale):
-    """q [n, H, D] at absolute positions; keys/values [KVH, L, D] of positions 0..L-1."""
+    """q [n, H, D] at absolute positions; keys/values [L, KVH, D] of positions 0..L-1."""
     out = torch.zeros(q.shape, dtype=torch.float64)
     group = HEADS // KV_HEADS
     for i, pos in enumerate(positions_q):
         for h in range(HEADS):
-            k, v = keys[h // group].double(), values[h // group].double()
+            k, v = keys[:, h // group].double(), values[:, h // group].double()
             s = (k @ q[i, h].double()) * scale
             if softcap is not None:
                 s = torch.tanh(s / softcap) * softcap
@@ -35,30 +37,31 @@ def naive(q, keys, values, positions_q, window, softcap, scale):
 def test_prefill_chunks_and_batched_decode_match_reference(dtype, tol, window, softcap):
     torch.manual_seed(0)
     scale = DIM**-0.5
-    cache_k = torch.zeros(3, KV_HEADS, MAX_LEN, DIM, dtype=dtype)
+    cache_k = torch.zeros(NUM_BLOCKS, BLOCK, KV_HEADS, DIM, dtype=dtype)
     cache_v = torch.zeros_like(cache_k)
-    slots_used = (0, 2)  # slot 1 stays empty: batches need not use contiguous slots
-    full_k = {s: torch.randn(KV_HEADS, 20, DIM).to(dtype) for s in slots_used}
-    full_v = {s: torch.randn(KV_HEADS, 20, DIM).to(dtype) for s in slots_used}
+    full_k = {s: torch.randn(20, KV_HEADS, DIM).to(dtype) for s in TABLES}
+    full_v = {s: torch.randn(20, KV_HEADS, DIM).to(dtype) for s in TABLES}
 
-    def run(chunks: dict[int, tuple[int, int]]):
-        """chunks: slot -> (start, end) of new tokens; returns (outputs, queries)."""
-        slots = list(chunks)
-        starts = [chunks[s][0] for s in slots]
-        tokens = [list(range(chunks[s][0], chunks[s][1])) for s in slots]
-        batch = ForwardBatch.build(tokens, slots, starts, torch.device("cpu"))
-        k = torch.cat([full_k[s][:, a:b].transpose(0, 1) for s, (a, b) in chunks.items()])
-        v = torch.cat([full_v[s][:, a:b].transpose(0, 1) for s, (a, b) in chunks.items()])
+    def run(chunks: dict[str, tuple[int, int]]):
+        """chunks: sequence -> (start, end) of its new tokens this step."""
+        ids = list(chunks)
+        batch = ForwardBatch.build(
+            [list(range(*chunks[s])) for s in ids], [chunks[s][0] for s in ids], [TABLES[s] for s in ids],
+            BLOCK, [True] * len(ids), ids, torch.device("cpu"),
+        )
+        k = torch.cat([full_k[s][a:b] for s, (a, b) in chunks.items()])
+        v = torch.cat([full_v[s][a:b] for s, (a, b) in chunks.items()])
         q = torch.randn(k.shape[0], HEADS, DIM).to(dtype)
         write_kv(cache_k, cache_v, k, v, batch)
         return attend(q, cache_k, cache_v, batch, scale, window, softcap), q, batch
 
-    # Prefill: two sequences, one in two chunks (the second chunk attends to the first).
-    for chunks in ({0: (0, 6), 2: (0, 17)}, {0: (6, 11)}, {0: (11, 12), 2: (17, 18)}):
+    # Prefill (one sequence in two chunks), then single and batched decode steps.
+    for chunks in ({"a": (0, 6), "b": (0, 17)}, {"a": (6, 11)}, {"a": (11, 12)}, {"a": (12, 13), "b": (17, 18)}):
         out, q, batch = run(chunks)
         start = 0
-        for slot, n, ctx in zip(batch.slots, batch.query_lens, batch.context_lens, strict=True):
-            ref = naive(q[start : start + n], cache_k[slot, :, : ctx + n], cache_v[slot, :, : ctx + n],
+        for seq, n, ctx in zip(batch.sequence_ids, batch.query_lens, batch.context_lens, strict=True):
+            ref = naive(q[start : start + n], full_k[seq][: ctx + n], full_v[seq][: ctx + n],
                         range(ctx, ctx + n), window, softcap, scale)
-            assert torch.allclose(out[start : start + n].double(), ref, atol=tol, rtol=tol)
+            assert torch.allclose(out[start : start + n].double(), ref, atol=tol, rtol=tol), (seq, chunks)
             start += n
+    assert batch.first_block == [-1, 3]  # the view path and the gather path both ran

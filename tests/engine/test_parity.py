@@ -21,8 +21,7 @@ def hf_greedy(model, prompt: list[int], n: int) -> list[int]:
 
 
 def last_logits(llm: LLM, prompt: list[int]) -> torch.Tensor:
-    llm.runner.reserve(1, len(prompt))
-    return llm.runner.forward([prompt], [0], [0])[0]
+    return llm.next_token_logits(prompt)
 
 
 @pytest.fixture(scope="module", params=sorted(FAMILIES))
@@ -50,7 +49,7 @@ def test_batched_and_chunked_generation_equal_single(family, tmp_path):
     singles = [llm.generate(p, params)[0].token_ids for p in prompts]
     batched = [o.token_ids for o in llm.generate(prompts, params)]
     assert batched == singles, f"{name}: batching changed the output"
-    chunked = LLM(str(directory), prefill_chunk_size=5)
+    chunked = LLM(str(directory), max_num_batched_tokens=5)
     assert [o.token_ids for o in chunked.generate(prompts, params)] == singles, f"{name}: chunked prefill"
 
 

@@ -1,0 +1,64 @@
+"""EngineConfig: every option of one engine, validated once at the edge (CLI, Python API)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+_UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "kib": 2**10, "m": 2**20, "mb": 2**20, "mib": 2**20,
+          "g": 2**30, "gb": 2**30, "gib": 2**30}
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How to load the model and how to run requests on it.
+
+    `max_num_batched_tokens` None means 2048 on CPU and 8192 on GPU. `kv_cache_memory` (bytes)
+    None means: on GPU, `gpu_memory_utilization` of the free memory after loading; on CPU, enough
+    for `max_num_seqs` full-length sequences, capped at 25% of the machine's available memory.
+    """
+
+    model: str | None = None
+    dtype: str = "auto"
+    device: str = "auto"
+    allow_fallback: bool = True
+    chat_template: str | None = None
+    max_num_seqs: int = 32
+    max_num_batched_tokens: int | None = None
+    block_size: int = 16
+    enable_prefix_caching: bool = True
+    kv_cache_memory: int | None = None
+    gpu_memory_utilization: float = 0.9
+    max_model_len: int | None = None
+    num_threads: int | None = None
+    warmup: bool = True
+
+    def __post_init__(self) -> None:
+        def positive(name: str, allow_none: bool = False) -> None:
+            value = getattr(self, name)
+            if value is None and allow_none:
+                return
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"invalid {name}={value!r}: must be an integer >= 1")
+
+        positive("max_num_seqs")
+        positive("max_num_batched_tokens", allow_none=True)
+        positive("block_size")
+        positive("kv_cache_memory", allow_none=True)
+        positive("max_model_len", allow_none=True)
+        positive("num_threads", allow_none=True)
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise ValueError(f"invalid gpu_memory_utilization={self.gpu_memory_utilization!r}: must be in (0, 1]")
+
+
+def parse_memory(text: str) -> int:
+    """'2GiB', '512MB', '1.5g', '1073741824' -> bytes; ValueError naming the text otherwise."""
+    cleaned = text.strip().lower().replace(" ", "")
+    number = cleaned.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = cleaned[len(number):]
+    try:
+        value = float(number)
+    except ValueError:
+        value = -1.0
+    if unit not in _UNITS or value <= 0:
+        raise ValueError(f"invalid memory size {text!r}: expected a number with an optional unit, e.g. 2GiB or 512MB")
+    return int(value * _UNITS[unit])

@@ -1,0 +1,193 @@
+"""EngineCore: schedule -> run the model on the batch -> sample -> detokenize -> stop checks -> outputs."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+
+import torch
+
+from engine.config import EngineConfig
+from engine.errors import ContextLengthError, EngineStepError, InvalidRequestError
+from engine.kv_cache import KVCacheManager
+from engine.loader import LoadedModel
+from engine.metrics import EngineMetrics
+from engine.model_runner import ModelRunner, plan_kv_blocks
+from engine.outputs import StreamChunk
+from engine.request import Request
+from engine.sampling_params import SamplingParams
+from engine.scheduler import Scheduler, SchedulerConfig
+from engine.scheduler_output import ScheduledChunk, SchedulerOutput
+from engine.sequence import Sequence
+
+log = logging.getLogger(__name__)
+
+
+class EngineCore:
+    """One model's requests, stepped synchronously. Not thread-safe: one thread drives it."""
+
+    def __init__(self, loaded: LoadedModel, config: EngineConfig) -> None:
+        self.loaded = loaded
+        self.config = config
+        self.tokenizer = loaded.tokenizer
+        self.max_model_len = min(config.max_model_len or loaded.context_length, loaded.context_length)
+        self.max_num_batched_tokens = config.max_num_batched_tokens or (
+            8192 if loaded.device.type == "cuda" else 2048
+        )
+        self.num_blocks = plan_kv_blocks(loaded, config, self.max_model_len)
+        self.metrics = EngineMetrics()
+        self.sequences: dict[str, Sequence] = {}
+        self._ids = itertools.count()
+        self.runner: ModelRunner | None = None
+        self._build()
+
+    def _build(self) -> None:
+        """Fresh block pool, scheduler and KV memory (at start and after a failed step)."""
+        self.kv_manager = KVCacheManager(self.num_blocks, self.config.block_size, self.config.enable_prefix_caching)
+        self.scheduler = Scheduler(
+            SchedulerConfig(max_num_batched_tokens=self.max_num_batched_tokens, max_num_seqs=self.config.max_num_seqs),
+            self.kv_manager,
+        )
+        self.runner = None  # drop the old KV tensors before allocating new ones
+        self.runner = ModelRunner(self.loaded, self.num_blocks, self.config.block_size)
+
+    # --- requests -----------------------------------------------------------------------------
+
+    def new_sequence(
+        self, prompt_token_ids: list[int], params: SamplingParams, request_id: str | None = None
+    ) -> Sequence:
+        """Validate a request against the model and build its Sequence (not yet scheduled).
+
+        Reads only immutable state, so servers may call it from any thread.
+        """
+        ids = [int(t) for t in prompt_token_ids]
+        if not ids:
+            raise InvalidRequestError("the prompt is empty: it encodes to zero tokens")
+        vocab = int(self.loaded.config.vocab_size)
+        if any(not 0 <= t < vocab for t in ids):
+            raise InvalidRequestError(f"prompt token ids must be in [0, {vocab})")
+        room = self.max_model_len - len(ids)
+        if room < 1:
+            raise ContextLengthError(
+                f"the prompt has {len(ids)} tokens but the context window of "
+                f"{self.loaded.source.name} is {self.max_model_len} tokens"
+            )
+        if params.max_tokens is not None and params.max_tokens > room:
+            raise ContextLengthError(
+                f"the prompt has {len(ids)} tokens and max_tokens is {params.max_tokens}: together they "
+                f"exceed the context window of {self.max_model_len} tokens (at most {room} new tokens fit)"
+            )
+        max_tokens = params.max_tokens if params.max_tokens is not None else room
+        request_id = request_id or f"req-{next(self._ids)}"
+        return Sequence(request_id, ids, params, self.tokenizer, max_tokens)
+
+    def add(self, seq: Sequence) -> None:
+        """Queue a validated sequence; refuses duplicates and requests bigger than the KV pool."""
+        if seq.request_id in self.sequences:
+            raise InvalidRequestError(f"request id {seq.request_id!r} is already running")
+        self.scheduler.add_request(seq.request)
+        self.sequences[seq.request_id] = seq
+        self.metrics.prompt_tokens += len(seq.prompt_token_ids)
+
+    def abort(self, request_id: str) -> Sequence | None:
+        """Stop a request now and free its blocks; unknown or finished ids are ignored."""
+        seq = self.sequences.pop(request_id, None)
+        if seq is None:
+            return None
+        self.scheduler.finish_request(request_id)
+        self.runner.release(request_id)
+        seq.fail("abort")
+        self.metrics.requests_aborted += 1
+        return seq
+
+    def has_unfinished(self) -> bool:
+        return bool(self.sequences)
+
+    # --- the step -----------------------------------------------------------------------------
+
+    def step(self) -> list[StreamChunk]:
+        """Run one scheduled batch; return one StreamChunk per request that produced a token."""
+        output = self.scheduler.schedule()
+        self.metrics.preemptions += len(output.preempted)
+        if output.is_empty:
+            return []
+        sampling = [self.sequences[c.request_id] for c in output.chunks if c.sample]
+        try:
+            sampled = self.runner.execute(output, [s.sampling for s in sampling])
+        except Exception as exc:  # the model or sampler failed: the caller recovers
+            raise EngineStepError([c.request_id for c in output.chunks], exc) from exc
+        self.scheduler.update_from_output(output)
+        self.metrics.steps += 1
+        chunks = []
+        for seq, token, logprob in zip(sampling, sampled.token_ids, sampled.logprobs, strict=True):
+            chunks.append(seq.append(token, logprob))
+            self.metrics.generation_tokens += 1
+            if seq.finished:
+                self._finish(seq)
+        return chunks
+
+    def _finish(self, seq: Sequence) -> None:
+        self.sequences.pop(seq.request_id, None)
+        self.scheduler.finish_request(seq.request_id)
+        self.runner.release(seq.request_id)
+        self.metrics.requests_finished += 1
+        if seq.first_token_at is not None:
+            self.metrics.ttft.append(seq.first_token_at - seq.created)
+        self.metrics.inter_token_latency.extend(seq.inter_token_latencies)
+
+    def recover(self, error: EngineStepError) -> list[Sequence]:
+        """After a failed step: fail its requests, rebuild pool/scheduler/KV, requeue the others."""
+        failed = [self.sequences.pop(rid) for rid in error.request_ids if rid in self.sequences]
+        for seq in failed:
+            seq.fail("error")
+        survivors = list(self.sequences.values())
+        for seq in [*failed, *survivors]:
+            self.runner.release(seq.request_id)
+        self._build()
+        for seq in survivors:
+            seq.request.num_computed_tokens = 0  # their cached keys/values are gone: recompute
+            self.scheduler.add_request(seq.request)
+        self.metrics.engine_restarts += 1
+        self.metrics.requests_failed += len(failed)
+        log.error("engine step failed (%r): failed %d request(s), rebuilt the engine, requeued %d",
+                  error.cause, len(failed), len(survivors))
+        return failed
+
+    # --- utilities ----------------------------------------------------------------------------
+
+    def warmup(self) -> None:
+        """Run one short request so the first real one does not pay for lazy initialisation."""
+        start = time.perf_counter()
+        prompt = [min(i + 1, int(self.loaded.config.vocab_size) - 1) for i in range(16)]
+        seq = self.new_sequence(prompt, SamplingParams(temperature=0, max_tokens=2, ignore_eos=True), "warmup")
+        self.add(seq)
+        while seq.request_id in self.sequences:
+            self.step()
+        self.metrics = EngineMetrics()
+        log.info("warm-up done in %.2f s", time.perf_counter() - start)
+
+    def next_token_logits(self, prompt_token_ids: list[int]) -> torch.Tensor:
+        """Raw logits [vocab] after `prompt_token_ids` (for tests and scoring); needs an idle engine."""
+        request = Request("logits-probe", list(prompt_token_ids), max_tokens=1)
+        if not self.kv_manager.allocate_slots(request, len(request.prompt_token_ids)):
+            raise InvalidRequestError("the KV cache has no room for this prompt right now")
+        try:
+            chunk = ScheduledChunk(request.request_id, request.prompt_token_ids, 0,
+                                   list(self.kv_manager.block_table(request.request_id)), True)
+            return self.runner.forward(SchedulerOutput([chunk]))[0]
+        finally:
+            self.kv_manager.free(request)
+            self.runner.release(request.request_id)
+
+    def stats(self) -> dict[str, float]:
+        kv = self.kv_manager.stats()
+        return {
+            "running": self.scheduler.num_running,
+            "waiting": self.scheduler.num_waiting,
+            "kv_blocks_total": kv.num_blocks,
+            "kv_blocks_used": kv.used_blocks,
+            "prefix_cache_queries": kv.prefix_queries,
+            "prefix_cache_hits": kv.prefix_hits,
+            **self.metrics.summary(),
+        }
