@@ -1,14 +1,18 @@
-"""The inference engine: models, loading, sampling, and the `LLM` Python API.
+"""The inference engine: models, loading, sampling, the serving core, and the Python API.
 
-    from engine import LLM, SamplingParams
+    from engine import LLM, SamplingParams          # synchronous, for scripts
+    from engine import AsyncEngine, EngineConfig    # asyncio streams, for servers
 """
 
+from engine.async_engine import AsyncEngine
+from engine.config import EngineConfig
 from engine.errors import (
     ContextLengthError,
     EngineError,
     InvalidRequestError,
     ModelLoadError,
     ModelNotFoundError,
+    RequestFailedError,
     SamplingParamsError,
     UnsupportedArchitectureError,
 )
@@ -18,6 +22,9 @@ from engine.sampling_params import SamplingParams
 
 __all__ = [
     "LLM",
+    "AsyncEngine",
+    "EngineConfig",
+    "RequestFailedError",
     "SamplingParams",
     "RequestOutput",
     "StreamChunk",

@@ -115,10 +115,11 @@ class EngineCore:
         sampling = [self.sequences[c.request_id] for c in output.chunks if c.sample]
         try:
             sampled = self.runner.execute(output, [s.sampling for s in sampling])
-        except Exception as exc:  # the model or sampler failed: the caller recovers
-            raise EngineStepError([c.request_id for c in output.chunks], exc) from exc
+        except Exception as exc:  # the model or the sampler failed: isolate, fail, rebuild
+            return self.recover(EngineStepError(self._culprits(output), exc))
         self.scheduler.update_from_output(output)
         self.metrics.steps += 1
+        self.metrics.computed_tokens += output.num_batched_tokens
         chunks = []
         for seq, token, logprob in zip(sampling, sampled.token_ids, sampled.logprobs, strict=True):
             chunks.append(seq.append(token, logprob))
@@ -136,9 +137,30 @@ class EngineCore:
             self.metrics.ttft.append(seq.first_token_at - seq.created)
         self.metrics.inter_token_latency.extend(seq.inter_token_latencies)
 
-    def recover(self, error: EngineStepError) -> list[Sequence]:
-        """After a failed step: fail its requests, rebuild pool/scheduler/KV, requeue the others."""
+    def _culprits(self, output: SchedulerOutput) -> list[str]:
+        """Which requests of a failed step fail on their own (each chunk re-run alone).
+
+        Re-running is safe: a chunk writes only its own new slots, and the engine is rebuilt
+        afterwards anyway. When no chunk fails alone (a fault of the batch as a whole, say out of
+        memory), every request of the step is to blame.
+        """
+        if len(output.chunks) == 1:
+            return [output.chunks[0].request_id]
+        culprits = []
+        for chunk in output.chunks:
+            try:
+                self.runner.forward(SchedulerOutput([chunk]))
+            except Exception:  # noqa: BLE001 - any failure marks the request
+                culprits.append(chunk.request_id)
+        return culprits or [c.request_id for c in output.chunks]
+
+    def recover(self, error: EngineStepError) -> list[StreamChunk]:
+        """After a failed step: fail its culprits, rebuild pool/scheduler/KV, requeue everyone else.
+
+        Returns a finishing "error" chunk for each failed request.
+        """
         failed = [self.sequences.pop(rid) for rid in error.request_ids if rid in self.sequences]
+        message = f"the engine step running this request raised {error.cause!r}; the engine was rebuilt"
         for seq in failed:
             seq.fail("error")
         survivors = list(self.sequences.values())
@@ -152,7 +174,11 @@ class EngineCore:
         self.metrics.requests_failed += len(failed)
         log.error("engine step failed (%r): failed %d request(s), rebuilt the engine, requeued %d",
                   error.cause, len(failed), len(survivors))
-        return failed
+        return [StreamChunk(seq.request_id, "", [], None, "error", None, message) for seq in failed]
+
+    def fail_all(self, cause: BaseException) -> list[StreamChunk]:
+        """Fail every request (a fault outside the model forward left the state unknown)."""
+        return self.recover(EngineStepError(list(self.sequences), cause))
 
     # --- utilities ----------------------------------------------------------------------------
 

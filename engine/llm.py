@@ -10,7 +10,7 @@ import torch
 
 from engine.config import EngineConfig
 from engine.core import EngineCore
-from engine.errors import EngineStepError, InvalidRequestError, RequestFailedError
+from engine.errors import InvalidRequestError, RequestFailedError
 from engine.loader import load_model
 from engine.outputs import RequestOutput, StreamChunk
 from engine.sampling_params import SamplingParams
@@ -58,7 +58,7 @@ class LLM:
         """Complete each prompt (text, or token ids), all batched together; outputs in prompt order."""
         batch = [prompts] if _is_single_prompt(prompts) else list(prompts)
         seqs = [self._sequence(p, q) for p, q in zip(batch, _per_prompt(params, len(batch)), strict=True)]
-        for _ in self._run(seqs):
+        for _ in self._run(seqs, raise_errors=False):
             pass
         return [s.output() for s in seqs]
 
@@ -76,7 +76,7 @@ class LLM:
 
     def stream(self, prompt: Prompt, params: SamplingParams | None = None) -> Iterator[StreamChunk]:
         """Yield the completion of one prompt chunk by chunk; the last chunk carries finish_reason."""
-        yield from self._run([self._sequence(prompt, params or SamplingParams())])
+        yield from self._run([self._sequence(prompt, params or SamplingParams())], raise_errors=True)
 
     def stream_chat(
         self, messages: Messages, params: SamplingParams | None = None, tools: list[dict] | None = None,
@@ -100,8 +100,12 @@ class LLM:
         ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
         return self.core.new_sequence(ids, params)
 
-    def _run(self, seqs: list[Sequence]) -> Iterator[StreamChunk]:
-        """Step the engine until every sequence finished; abort what is left if the caller stops early."""
+    def _run(self, seqs: list[Sequence], raise_errors: bool) -> Iterator[StreamChunk]:
+        """Step the engine until every sequence finished; abort what is left if the caller stops early.
+
+        A request an engine fault ended raises RequestFailedError when `raise_errors`, else it
+        finishes with finish_reason "error" and the others go on.
+        """
         added = []
         try:
             for seq in seqs:
@@ -109,19 +113,12 @@ class LLM:
                 added.append(seq)
             mine = {s.request_id for s in seqs}
             while any(not s.finished for s in seqs):
-                try:
-                    chunks = self.core.step()
-                except EngineStepError as error:
-                    failed = self.core.recover(error)
-                    ours = [s.request_id for s in failed if s.request_id in mine]
-                    if ours:
-                        raise RequestFailedError(
-                            f"request(s) {', '.join(ours)} failed: {error.cause!r}; the engine was rebuilt"
-                        ) from error.cause
-                    continue
-                for chunk in chunks:
-                    if chunk.request_id in mine:
-                        yield chunk
+                for chunk in self.core.step():
+                    if chunk.request_id not in mine:
+                        continue
+                    if chunk.finish_reason == "error" and raise_errors:
+                        raise RequestFailedError(f"request {chunk.request_id} failed: {chunk.error}")
+                    yield chunk
         finally:
             for seq in added:
                 if not seq.finished:

@@ -29,6 +29,7 @@ class EngineMetrics:
     preemptions: int = 0
     engine_restarts: int = 0
     steps: int = 0
+    computed_tokens: int = 0  # tokens run through the model (prefix-cache hits are not computed)
     ttft: deque = field(default_factory=lambda: deque(maxlen=_SAMPLES))
     inter_token_latency: deque = field(default_factory=lambda: deque(maxlen=_SAMPLES))
 
@@ -42,6 +43,7 @@ class EngineMetrics:
             "preemptions": self.preemptions,
             "engine_restarts": self.engine_restarts,
             "steps": self.steps,
+            "computed_tokens": self.computed_tokens,
             "ttft_p50_s": percentile(self.ttft, 50),
             "ttft_p99_s": percentile(self.ttft, 99),
             "itl_p50_s": percentile(self.inter_token_latency, 50),

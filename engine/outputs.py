@@ -27,7 +27,11 @@ class RequestOutput:
 
 @dataclass(frozen=True)
 class StreamChunk:
-    """The new text and tokens of one step of one request; the last chunk has finish_reason set."""
+    """The new text and tokens of one step of one request; the last chunk has finish_reason set.
+
+    finish_reason is "stop" or "length" as in RequestOutput, "abort" when the request was
+    cancelled, or "error" when an engine fault ended it (then `error` says what happened).
+    """
 
     request_id: str
     text: str
@@ -35,6 +39,7 @@ class StreamChunk:
     logprobs: list[TokenLogprob] | None = None
     finish_reason: str | None = None
     stop_reason: str | int | None = None
+    error: str | None = None  # set with finish_reason "error": why the engine failed this request
 
     @property
     def finished(self) -> bool:
