@@ -14,6 +14,7 @@ from engine.core import EngineCore
 from engine.errors import EngineError, RequestFailedError
 from engine.llm import configure_threads
 from engine.loader import LoadedModel, load_model
+from engine.omp_pool import release_omp_pool
 from engine.outputs import StreamChunk
 from engine.sampling_params import SamplingParams
 
@@ -45,6 +46,7 @@ class AsyncEngine:
         self.core = EngineCore(self.loaded, self.config)
         if self.config.warmup:
             self.core.warmup()
+        release_omp_pool()  # the engine thread must own the only OpenMP pool (see engine/omp_pool.py)
         self._commands: queue.SimpleQueue = queue.SimpleQueue()
         self._streams: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = {}
         self._wake = threading.Event()
