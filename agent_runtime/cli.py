@@ -51,6 +51,46 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-fallback", action="store_true",
                         help="fail instead of running unknown architectures through transformers")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all available cores)")
+    engine = parser.add_argument_group("serving engine")
+    engine.add_argument("--max-num-seqs", type=int, default=32, help="most requests running at once (default 32)")
+    engine.add_argument("--max-num-batched-tokens", type=int, default=None,
+                        help="token budget of one engine step (default 2048 on CPU, 8192 on GPU)")
+    engine.add_argument("--block-size", type=int, default=16, help="tokens per KV-cache block (default 16)")
+    engine.add_argument("--no-prefix-cache", action="store_true", help="turn off prefix caching")
+    engine.add_argument("--kv-cache-memory", type=memory_size, default=None, metavar="SIZE",
+                        help="KV cache size, e.g. 2GiB or 512MB (default: 1 GiB on CPU, "
+                             "--gpu-memory-utilization of free memory on GPU)")
+    engine.add_argument("--gpu-memory-utilization", type=float, default=0.9,
+                        help="fraction of free GPU memory for the KV cache (default 0.9)")
+    engine.add_argument("--max-model-len", type=int, default=None, help="cap on context length (default: the model's)")
+
+
+def memory_size(text: str) -> int:
+    """argparse type for sizes such as 2GiB; its error names the bad value."""
+    from engine.config import parse_memory
+
+    try:
+        return parse_memory(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def engine_options(args: argparse.Namespace) -> dict:
+    """EngineConfig keyword arguments from the shared model/engine options."""
+    return dict(
+        dtype=args.dtype,
+        device=args.device,
+        chat_template=args.chat_template,
+        allow_fallback=not args.no_fallback,
+        num_threads=args.threads,
+        max_num_seqs=args.max_num_seqs,
+        max_num_batched_tokens=args.max_num_batched_tokens,
+        block_size=args.block_size,
+        enable_prefix_caching=not args.no_prefix_cache,
+        kv_cache_memory=args.kv_cache_memory,
+        gpu_memory_utilization=args.gpu_memory_utilization,
+        max_model_len=args.max_model_len,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

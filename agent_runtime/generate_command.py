@@ -10,15 +10,10 @@ from engine import LLM, SamplingParams
 
 
 def load_llm(args: argparse.Namespace) -> LLM:
-    """The LLM the shared model options describe."""
-    return LLM(
-        args.model,
-        dtype=args.dtype,
-        device=args.device,
-        chat_template=args.chat_template,
-        allow_fallback=not args.no_fallback,
-        num_threads=args.threads,
-    )
+    """The LLM the shared model and engine options describe."""
+    from agent_runtime.cli import engine_options
+
+    return LLM(args.model, **engine_options(args))
 
 
 def run_generate(args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 from engine.config import EngineConfig
 from engine.core import EngineCore
-from engine.errors import EngineError, RequestFailedError
+from engine.errors import EngineError, InvalidRequestError, RequestFailedError
 from engine.llm import configure_threads
 from engine.loader import LoadedModel, load_model
 from engine.omp_pool import release_omp_pool
@@ -63,7 +63,10 @@ class AsyncEngine:
         if self._stopping.is_set():
             raise EngineError("the engine is shut down")
         ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
-        seq = self.core.new_sequence(ids, params or SamplingParams(), request_id or f"req-{uuid.uuid4().hex}")
+        request_id = request_id or f"req-{uuid.uuid4().hex}"
+        if request_id in self._streams:
+            raise InvalidRequestError(f"request id {request_id!r} is already in use")
+        seq = self.core.new_sequence(ids, params or SamplingParams(), request_id)
         inbox: asyncio.Queue = asyncio.Queue()
         self._streams[seq.request_id] = (asyncio.get_running_loop(), inbox)
         self._send(("add", seq))

@@ -51,3 +51,32 @@ def test_bad_values_exit_2_with_a_message_naming_them(args, message):
     result = run_cli("generate", *args)
     assert result.returncode == 2
     assert message in result.stderr
+
+
+def test_engine_options_reach_the_engine_config():
+    from agent_runtime.cli import engine_options
+    from engine import EngineConfig
+
+    args = build_parser().parse_args([
+        "generate", "--no-prefix-cache", "--kv-cache-memory", "512MiB", "--max-num-seqs", "4",
+        "--max-num-batched-tokens", "256", "--block-size", "32", "--dtype", "bf16", "hi",
+    ])
+    config = EngineConfig(model=args.model, **engine_options(args))
+    assert config.enable_prefix_caching is False
+    assert config.kv_cache_memory == 512 * 2**20
+    assert (config.max_num_seqs, config.max_num_batched_tokens, config.block_size) == (4, 256, 32)
+    assert config.dtype == "bf16"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--kv-cache-memory", "12XB"], "invalid memory size '12XB'"),
+        (["--max-num-seqs", "0"], "invalid max_num_seqs=0"),
+        (["--block-size", "-4"], "invalid block_size=-4"),
+    ],
+)
+def test_bad_engine_options_are_named(args, message):
+    result = run_cli("generate", *args, "hi")
+    assert result.returncode == 2
+    assert message in result.stderr
