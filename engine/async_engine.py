@@ -12,8 +12,7 @@ from collections.abc import AsyncIterator
 from engine.config import EngineConfig
 from engine.core import EngineCore
 from engine.errors import EngineError, InvalidRequestError, RequestFailedError
-from engine.llm import configure_threads
-from engine.loader import LoadedModel, load_model
+from engine.loader import LoadedModel
 from engine.omp_pool import release_omp_pool
 from engine.outputs import StreamChunk
 from engine.sampling_params import SamplingParams
@@ -34,18 +33,9 @@ class AsyncEngine:
 
     def __init__(self, config: EngineConfig | None = None, *, loaded: LoadedModel | None = None) -> None:
         self.config = config or EngineConfig()
-        configure_threads(self.config.num_threads)
-        self.loaded = loaded or load_model(
-            self.config.model,
-            dtype=self.config.dtype,
-            device=self.config.device,
-            allow_fallback=self.config.allow_fallback,
-            chat_template=self.config.chat_template,
-        )
+        self.core = EngineCore.create(self.config, loaded)
+        self.loaded = self.core.loaded
         self.tokenizer = self.loaded.tokenizer
-        self.core = EngineCore(self.loaded, self.config)
-        if self.config.warmup:
-            self.core.warmup()
         release_omp_pool()  # the engine thread must own the only OpenMP pool (see engine/omp_pool.py)
         self._commands: queue.SimpleQueue = queue.SimpleQueue()
         self._streams: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = {}

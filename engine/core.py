@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import time
 
 import torch
@@ -11,7 +12,7 @@ import torch
 from engine.config import EngineConfig
 from engine.errors import ContextLengthError, EngineStepError, InvalidRequestError
 from engine.kv_cache import KVCacheManager
-from engine.loader import LoadedModel
+from engine.loader import LoadedModel, load_model
 from engine.metrics import EngineMetrics
 from engine.model_runner import ModelRunner, plan_kv_blocks
 from engine.outputs import StreamChunk
@@ -24,8 +25,32 @@ from engine.sequence import Sequence
 log = logging.getLogger(__name__)
 
 
+def configure_threads(num_threads: int | None) -> None:
+    """Use the cores this process may run on (not the machine's count) unless told otherwise."""
+    if num_threads is None:
+        num_threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    torch.set_num_threads(num_threads)
+
+
 class EngineCore:
     """One model's requests, stepped synchronously. Not thread-safe: one thread drives it."""
+
+    @classmethod
+    def create(cls, config: EngineConfig, loaded: LoadedModel | None = None) -> EngineCore:
+        """Set threads, load the model the config names (unless given), build and warm up a core."""
+        configure_threads(config.num_threads)
+        if loaded is None:
+            loaded = load_model(
+                config.model,
+                dtype=config.dtype,
+                device=config.device,
+                allow_fallback=config.allow_fallback,
+                chat_template=config.chat_template,
+            )
+        core = cls(loaded, config)
+        if config.warmup:
+            core.warmup()
+        return core
 
     def __init__(self, loaded: LoadedModel, config: EngineConfig) -> None:
         self.loaded = loaded

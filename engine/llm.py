@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from collections.abc import Sequence as Seq
 
@@ -11,7 +10,6 @@ import torch
 from engine.config import EngineConfig
 from engine.core import EngineCore
 from engine.errors import InvalidRequestError, RequestFailedError
-from engine.loader import load_model
 from engine.outputs import RequestOutput, StreamChunk
 from engine.sampling_params import SamplingParams
 from engine.sequence import Sequence
@@ -33,18 +31,9 @@ class LLM:
 
     def __init__(self, model: str | None = None, **options) -> None:
         self.config = EngineConfig(model=model, **options)
-        configure_threads(self.config.num_threads)
-        self.loaded = load_model(
-            model,
-            dtype=self.config.dtype,
-            device=self.config.device,
-            allow_fallback=self.config.allow_fallback,
-            chat_template=self.config.chat_template,
-        )
+        self.core = EngineCore.create(self.config)
+        self.loaded = self.core.loaded
         self.tokenizer = self.loaded.tokenizer
-        self.core = EngineCore(self.loaded, self.config)
-        if self.config.warmup:
-            self.core.warmup()
 
     @property
     def context_length(self) -> int:
@@ -123,13 +112,6 @@ class LLM:
             for seq in added:
                 if not seq.finished:
                     self.core.abort(seq.request_id)
-
-
-def configure_threads(num_threads: int | None) -> None:
-    """Use the cores this process may run on (not the machine's count) unless told otherwise."""
-    if num_threads is None:
-        num_threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    torch.set_num_threads(num_threads)
 
 
 def _is_single_prompt(prompts) -> bool:

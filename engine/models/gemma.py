@@ -6,7 +6,7 @@ and gives sliding and full layers their own rotary base.
 
 from __future__ import annotations
 
-from engine.models.llama import head_dim, layer_windows
+from engine.models.llama import layer_windows, shape_fields
 from engine.models.rope_config import rope_from_config
 from engine.models.spec import DecoderSpec, LayerSpec
 
@@ -33,14 +33,6 @@ def _spec(config, architecture: str, qk_norm: bool, per_type_rope: bool) -> Deco
     bias = bool(getattr(config, "attention_bias", False))
     return DecoderSpec(
         architecture=architecture,
-        vocab_size=config.vocab_size,
-        hidden_size=config.hidden_size,
-        intermediate_size=config.intermediate_size,
-        num_heads=config.num_attention_heads,
-        num_kv_heads=config.num_key_value_heads,
-        head_dim=head_dim(config),
-        rms_norm_eps=config.rms_norm_eps,
-        max_position_embeddings=config.max_position_embeddings,
         layers=layers,
         ropes=ropes,
         activation=config.hidden_activation,
@@ -54,4 +46,5 @@ def _spec(config, architecture: str, qk_norm: bool, per_type_rope: bool) -> Deco
         final_softcap=getattr(config, "final_logit_softcapping", None),
         embed_scale=config.hidden_size**0.5,
         tie_word_embeddings=bool(getattr(config, "tie_word_embeddings", True)),
+        **shape_fields(config),
     )

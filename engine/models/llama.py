@@ -20,13 +20,9 @@ def layer_windows(config) -> list[int | None]:
     return [window if kind == "sliding_attention" else None for kind in layer_types]
 
 
-def llama_like_spec(config, architecture: str, **switches) -> DecoderSpec:
-    """Spec of a Llama-shaped model; families pass the switches that differ."""
-    layers = tuple(
-        LayerSpec(sliding_window=window, rope="default") for window in layer_windows(config)
-    )
-    return DecoderSpec(
-        architecture=architecture,
+def shape_fields(config) -> dict:
+    """The DecoderSpec sizes every family reads the same way from a HF config."""
+    return dict(
         vocab_size=config.vocab_size,
         hidden_size=config.hidden_size,
         intermediate_size=config.intermediate_size,
@@ -35,10 +31,21 @@ def llama_like_spec(config, architecture: str, **switches) -> DecoderSpec:
         head_dim=head_dim(config),
         rms_norm_eps=config.rms_norm_eps,
         max_position_embeddings=config.max_position_embeddings,
+    )
+
+
+def llama_like_spec(config, architecture: str, **switches) -> DecoderSpec:
+    """Spec of a Llama-shaped model; families pass the switches that differ."""
+    layers = tuple(
+        LayerSpec(sliding_window=window, rope="default") for window in layer_windows(config)
+    )
+    return DecoderSpec(
+        architecture=architecture,
         layers=layers,
         ropes={"default": rope_from_config(config)},
         activation=getattr(config, "hidden_act", "silu"),
         tie_word_embeddings=bool(getattr(config, "tie_word_embeddings", False)),
+        **shape_fields(config),
         **switches,
     )
 
