@@ -1,0 +1,404 @@
+"""CPU concurrency benchmark: our AsyncEngine against mistralrs and llama-cpp-python at 1, 8 and 32 requests.
+
+At each level N, N requests arrive at once, each a different prompt of --prompt-len tokens (the
+PARAGRAPH prompt of bench_cpu.py behind a different first word, so no two prompts share a first
+token and prefix caching cannot help), with --new-tokens greedy new tokens each, EOS ignored.
+Each engine runs all levels in one fresh subprocess (load, a short warm-up, then the levels) and
+returns per-token timestamps; the parent computes, per engine and level:
+  - aggregate tok/s = all new tokens / (last token - arrival), so the prefills are included;
+  - decode-only aggregate tok/s = tokens after each request's first / (last token - first first token);
+  - TTFT p50/p99 from the common arrival time (queueing included), ITL p50/p99 over all requests' gaps.
+
+    .venv/bin/python benchmarks/bench_concurrency.py                     # all engines, levels 1,8,32
+    .venv/bin/python benchmarks/bench_concurrency.py --engines ours-bf16 --levels 1,8 --json conc.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_cpu import PARAGRAPH, default_gguf_path, load_hf_tokenizer, peak_rss_mb  # noqa: E402
+
+# Each prompt starts with its own word (words whose first token is taken are skipped):
+# 1 warm-up prompt + sum(levels) measured ones.
+FIRST_WORDS = (
+    "Amber Bridge Copper Desert Eagle Forest Garden Harbor Island Jungle Kettle Lemon Mountain "
+    "Needle Ocean Pepper Quartz River Silver Tiger Umbrella Velvet Window Yellow Zebra Anchor "
+    "Basket Candle Dolphin Engine Feather Glacier Hammer Ivory Jacket Kingdom Ladder Marble "
+    "Nickel Orchard Pillow Rabbit Saddle Tunnel Violin Walnut Yogurt Arrow Blanket Cactus Dragon "
+    "Falcon Guitar Helmet Insect Jasmine Kitten Lantern Meadow Napkin Oyster Parrot Rocket Sunset"
+).split()
+ENGINES = ("ours-f32", "ours-bf16", "mistralrs", "llamacpp")
+LABELS = {"ours-f32": "ours (f32)", "ours-bf16": "ours (bf16)", "mistralrs": "mistralrs",
+          "llamacpp": "llama-cpp-python"}
+PEER_MODULES = {"mistralrs": "mistralrs", "llamacpp": "llama_cpp"}
+NOTES = {
+    "mistralrs": "request i+1 is submitted only after request i streamed its first token (its batched "
+                 "prefill crashes on CPU); decode steps still batch",
+    "llamacpp": "single-sequence binding: the N requests run one after another (FCFS), so TTFT includes "
+                "the wait for the requests before it (llama.cpp's own server could batch; this binding can't)",
+}
+
+
+def build_prompts(tokenizer, count: int, prompt_len: int) -> list[dict]:
+    """`count` prompts of exactly `prompt_len` tokens, as ids and text, each with a different first token."""
+    prompts, first_tokens = [], set()
+    for word in FIRST_WORDS:
+        ids = tokenizer(f"{word}. " + PARAGRAPH * 40, add_special_tokens=False)["input_ids"][:prompt_len]
+        if ids[0] in first_tokens:  # e.g. "Basket" and "Bridge" both start with the token "B"
+            continue
+        text = tokenizer.decode(ids)
+        if len(ids) != prompt_len or tokenizer(text, add_special_tokens=False)["input_ids"] != ids:
+            sys.exit(f"the prompt starting with {word!r} does not round-trip to exactly {prompt_len} tokens")
+        prompts.append({"ids": ids, "text": text})
+        first_tokens.add(ids[0])
+        if len(prompts) == count:
+            return prompts
+    sys.exit(f"the levels need {count} prompts with different first tokens but FIRST_WORDS gives only "
+             f"{len(prompts)}: use fewer or smaller --levels")
+
+
+def level_prompts(job: dict) -> list[tuple[int, list[dict]]]:
+    """The warm-up prompt is prompts[0]; each level then takes the next N unused prompts."""
+    out, start = [], 1
+    for n in job["levels"]:
+        out.append((n, job["prompts"][start:start + n]))
+        start += n
+    return out
+
+
+# --- children: one engine per process; each returns raw timestamps per level ----------------------
+
+
+def run_ours(job: dict, dtype: str) -> dict:
+    import asyncio
+    import importlib.metadata
+
+    from engine import AsyncEngine, EngineConfig, SamplingParams
+
+    start = time.perf_counter()
+    eng = AsyncEngine(EngineConfig(dtype=dtype, enable_prefix_caching=True, num_threads=job["threads"],
+                                   max_num_seqs=max(EngineConfig.max_num_seqs, *job["levels"])))
+    out = {"load_s": time.perf_counter() - start, "version": f"torch {importlib.metadata.version('torch')}",
+           "native": eng.loaded.native, "model_path": str(eng.loaded.source.path), "levels": []}
+    # From here on the main thread runs no torch work: the engine thread owns the only OpenMP pool.
+
+    async def one(ids: list[int], n_new: int, stamps: list) -> None:
+        params = SamplingParams(temperature=0, max_tokens=n_new, ignore_eos=True)
+        async for chunk in eng.generate(ids, params):
+            if chunk.token_ids:
+                stamps.append((time.perf_counter(), len(chunk.token_ids)))
+
+    async def level(prompts: list[dict], n_new: int) -> tuple[float, list[list]]:
+        stamps: list[list] = [[] for _ in prompts]
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(p["ids"], n_new, s) for p, s in zip(prompts, stamps, strict=True)))
+        return t0, stamps
+
+    counters = ("prefix_cache_hits", "preemptions", "steps")
+    try:
+        asyncio.run(level(job["prompts"][:1], 8))
+        for n, prompts in level_prompts(job):
+            before, load = eng.stats(), os.getloadavg()[0]
+            t0, stamps = asyncio.run(level(prompts, job["new_tokens"]))
+            after = eng.stats()
+            out["levels"].append({"n": n, "loadavg_1m_before": load, "stamps": relative(t0, stamps),
+                                  **{k: after[k] - before[k] for k in counters}})
+    finally:
+        eng.shutdown()
+    return out
+
+
+def run_mistralrs(job: dict) -> dict:
+    import importlib.metadata
+
+    from mistralrs import ChatCompletionRequest, Runner, Which
+
+    gguf = Path(job["gguf"])
+    # A chat template that passes the message through verbatim, so mistralrs sees the same raw prompt
+    # tokens as the others (its streaming API is chat-only, and the GGUF's template adds ~30 tokens).
+    with tempfile.NamedTemporaryFile("w", suffix=".jinja", delete=False) as template:
+        template.write("{% for message in messages %}{{ message['content'] }}{% endfor %}")
+    start = time.perf_counter()
+    runner = Runner(which=Which.GGUF(quantized_model_id=str(gguf.parent), quantized_filename=gguf.name),
+                    max_seqs=max(job["levels"]), prefix_cache_n=0, token_source="none",
+                    jinja_explicit=template.name)
+    out = {"load_s": time.perf_counter() - start, "version": importlib.metadata.version("mistralrs"),
+           "kv_cache": "f32" if os.environ.get("MISTRALRS_CPU_KV_F32") else "f16 (default)", "levels": [],
+           "prompt_token_mismatches": sum(runner.tokenize_text(p["text"], False, None) != p["ids"]
+                                          for p in job["prompts"])}
+
+    def submit(text: str, n_new: int):
+        return runner.send_chat_completion_request(ChatCompletionRequest(
+            messages=[{"role": "user", "content": text}], model="default", max_tokens=n_new,
+            temperature=0.0, top_k=1, ignore_eos=True, stream=True))
+
+    def level(prompts: list[dict], n_new: int) -> tuple[float, list[list], list[int]]:
+        stamps: list[list] = [[] for _ in prompts]
+        counted = [0] * len(prompts)  # the engine's own completion_tokens, from the last chunk's usage
+        errors: list[BaseException] = []
+
+        def consume(i: int, stream) -> None:
+            try:
+                for chunk in stream:
+                    stamps[i].append((time.perf_counter(), 1))  # one streamed chunk per sampled token
+                    if chunk.usage is not None:
+                        counted[i] = chunk.usage.completion_tokens
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread below
+                errors.append(exc)
+
+        threads = []
+        t0 = time.perf_counter()
+        for i, p in enumerate(prompts):
+            stream = submit(p["text"], n_new)
+            first = next(stream)  # staggered: the next prompt waits for this one's prefill
+            stamps[i].append((time.perf_counter(), 1))
+            if first.usage is not None:
+                counted[i] = first.usage.completion_tokens
+            threads.append(threading.Thread(target=consume, args=(i, stream)))
+            threads[-1].start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[0]
+        return t0, stamps, counted
+
+    try:
+        level(job["prompts"][:1], 8)
+        for n, prompts in level_prompts(job):
+            load = os.getloadavg()[0]
+            t0, stamps, counted = level(prompts, job["new_tokens"])
+            out["levels"].append({"n": n, "loadavg_1m_before": load, "stamps": relative(t0, stamps),
+                                  "engine_completion_tokens": sum(counted)})
+    finally:
+        os.unlink(template.name)
+    return out
+
+
+def run_llamacpp(job: dict) -> dict:
+    import llama_cpp
+
+    start = time.perf_counter()
+    llm = llama_cpp.Llama(model_path=job["gguf"], n_ctx=max(512, job["prompt_len"] + job["new_tokens"] + 64),
+                          n_batch=512, n_ubatch=512, n_threads=job["threads"], n_threads_batch=job["threads"],
+                          verbose=False)
+    out = {"load_s": time.perf_counter() - start, "version": llama_cpp.__version__, "levels": []}
+
+    def one(ids: list[int], n_new: int, stamps: list) -> None:
+        # reset=True: a new sequence (prompts differ at token 0, so no KV prefix is reused)
+        for _ in llm.generate(ids, top_k=1, temp=0.0, repeat_penalty=1.0, reset=True):
+            stamps.append((time.perf_counter(), 1))
+            if len(stamps) >= n_new:
+                break
+
+    one(job["prompts"][0]["ids"], 8, [])
+    for n, prompts in level_prompts(job):
+        load = os.getloadavg()[0]
+        stamps: list[list] = [[] for _ in prompts]
+        t0 = time.perf_counter()
+        for p, s in zip(prompts, stamps, strict=True):  # FCFS: the binding runs one sequence at a time
+            one(p["ids"], job["new_tokens"], s)
+        out["levels"].append({"n": n, "loadavg_1m_before": load, "stamps": relative(t0, stamps)})
+    return out
+
+
+def relative(t0: float, stamps: list[list]) -> list[list[tuple[float, int]]]:
+    """Timestamps in seconds after the level's common arrival time t0."""
+    return [[(t - t0, n) for t, n in s] for s in stamps]
+
+
+def child_main(engine: str) -> None:
+    """Read the job (JSON) from stdin, write one JSON line of results to the original stdout."""
+    job = json.load(sys.stdin)
+    # Native libraries (mistralrs) log to fd 1: point it at stderr and keep a copy for the result.
+    result_fd = os.dup(1)
+    os.dup2(2, 1)
+    runners = {"ours-f32": lambda j: run_ours(j, "f32"), "ours-bf16": lambda j: run_ours(j, "bf16"),
+               "mistralrs": run_mistralrs, "llamacpp": run_llamacpp}
+    with contextlib.redirect_stdout(sys.stderr):
+        result = runners[engine](job)
+    result["peak_rss_mb"] = peak_rss_mb()
+    os.write(result_fd, (json.dumps(result) + "\n").encode())
+
+
+# --- parent: run the children, summarise, report ---------------------------------------------------
+
+
+def run_child(engine: str, job: dict) -> dict | None:
+    env = dict(os.environ)
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "RAYON_NUM_THREADS"):
+        env[name] = str(job["threads"])
+    env.pop("MISTRALRS_CPU_KV_F32", None)  # measure mistralrs with its default (f16) CPU KV cache
+    proc = subprocess.run([sys.executable, __file__, "--child", engine], input=json.dumps(job),
+                          capture_output=True, text=True, env=env)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        print(f"{engine}: FAILED (exit {proc.returncode})\n{proc.stderr[-4000:]}", file=sys.stderr)
+        return None
+    return json.loads(lines[-1])
+
+
+def summarise(level: dict) -> dict:
+    """Aggregate throughput and latency percentiles from one level's per-request timestamps."""
+    from engine.metrics import percentile  # nearest rank, as the engine's own /metrics
+
+    stamps = level["stamps"]
+    firsts = [s[0][0] for s in stamps]
+    last = max(s[-1][0] for s in stamps)
+    tokens = [sum(n for _, n in s) for s in stamps]
+    itl = []
+    for s in stamps:
+        for (t_prev, _), (t, n) in zip(s, s[1:], strict=False):
+            itl.extend([(t - t_prev) / n] * n)  # a chunk of n tokens counts as n equal gaps
+    after_first = sum(tokens) - sum(s[0][1] for s in stamps)
+    return {
+        "n": level["n"],
+        "tokens": sum(tokens),
+        "min_tokens_per_request": min(tokens),
+        "wall_s": last,
+        "agg_tok_s": sum(tokens) / last,
+        "agg_decode_tok_s": after_first / (last - min(firsts)) if last > min(firsts) else 0.0,
+        "ttft_p50_ms": percentile(firsts, 50) * 1e3,
+        "ttft_p99_ms": percentile(firsts, 99) * 1e3,
+        "itl_p50_ms": percentile(itl, 50) * 1e3 if itl else 0.0,
+        "itl_p99_ms": percentile(itl, 99) * 1e3 if itl else 0.0,
+        "loadavg_1m_before": level["loadavg_1m_before"],
+    }
+
+
+def print_rows(header: list[str], rows: list[list[str]], group: list[str] | None = None) -> None:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    if group:  # a title over each level's columns (the engine column and 3 per level)
+        spans = [widths[0]] + [sum(widths[1 + 3 * i:4 + 3 * i]) + 4 for i in range(len(group))]
+        print("  ".join(title.center(w) for title, w in zip(["", *group], spans, strict=True)).rstrip())
+    for i, row in enumerate([header, *rows]):
+        print("  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(row, widths, strict=True))))
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def print_report(summaries: dict[str, dict[int, dict]], levels: list[int]) -> None:
+    engines = list(summaries)
+    header = ["engine"] + [title for _ in levels for title in ("agg tok/s", "TTFT p50/p99 ms", "ITL p50/p99 ms")]
+    rows = []
+    for e in engines:
+        row = [LABELS[e]]
+        for n in levels:
+            s = summaries[e].get(n)
+            row += (["-"] * 3 if s is None else [f"{s['agg_tok_s']:.1f}", f"{s['ttft_p50_ms']:.0f} / {s['ttft_p99_ms']:.0f}",
+                                                  f"{s['itl_p50_ms']:.1f} / {s['itl_p99_ms']:.1f}"])
+        rows.append(row)
+    print_rows(header, rows, [f"{n} concurrent" for n in levels])
+
+    print("\nDecode-only aggregate tok/s = tokens after each request's first / (last token - earliest first token):")
+    print_rows(["engine"] + [f"{n} concurrent" for n in levels],
+               [[LABELS[e]] + [f"{summaries[e][n]['agg_decode_tok_s']:.1f}" if n in summaries[e] else "-"
+                               for n in levels] for e in engines])
+
+    def agg(e: str, n: int) -> float | None:
+        return summaries.get(e, {}).get(n, {}).get("agg_tok_s")
+
+    print()
+    for ours in ("ours-f32", "ours-bf16"):
+        if agg(ours, 1) and agg(ours, 8):
+            print(f"{LABELS[ours]}: aggregate at 8 / at 1 = {agg(ours, 8) / agg(ours, 1):.2f}x (target >= 3x)")
+        for peer in ("mistralrs", "llamacpp"):
+            ratios = [f"at {n}: {agg(ours, n) / agg(peer, n):.2f}x" for n in (8, 32) if agg(ours, n) and agg(peer, n)]
+            if ratios:
+                print(f"{LABELS[ours]} / {LABELS[peer]} aggregate tok/s " + ", ".join(ratios))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--engines", default=",".join(ENGINES), help=f"comma-separated subset of: {','.join(ENGINES)}")
+    ap.add_argument("--levels", default="1,8,32", help="comma-separated numbers of concurrent requests")
+    ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
+                    help="threads per engine (default: all cores available)")
+    ap.add_argument("--new-tokens", type=int, default=128, help="greedy new tokens per request (EOS ignored)")
+    ap.add_argument("--prompt-len", type=int, default=256, help="prompt tokens per request")
+    ap.add_argument("--json", type=Path, help="write the config, raw timestamps and summaries to this file")
+    ap.add_argument("--child", choices=ENGINES, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child_main(args.child)
+        return
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    if not engines or any(e not in ENGINES for e in engines):
+        ap.error(f"invalid --engines {args.engines!r}: expected a comma-separated subset of {','.join(ENGINES)}")
+    try:
+        levels = [int(n) for n in args.levels.split(",") if n.strip()]
+    except ValueError:
+        levels = []
+    if not levels or min(levels) < 1:
+        ap.error(f"invalid --levels {args.levels!r}: expected comma-separated integers >= 1, e.g. 1,8,32")
+    if min(args.threads, args.new_tokens, args.prompt_len) < 1:
+        ap.error("--threads, --new-tokens and --prompt-len must be >= 1")
+
+    gguf = default_gguf_path()
+    prompts = build_prompts(load_hf_tokenizer(gguf), 1 + sum(levels), args.prompt_len)
+    job = {"gguf": str(gguf), "threads": args.threads, "levels": levels, "new_tokens": args.new_tokens,
+           "prompt_len": args.prompt_len, "prompts": prompts}
+    print(f"model {gguf.name}; levels {levels}: N requests at once, each a different {args.prompt_len}-token "
+          f"prompt (distinct first token), {args.new_tokens} new tokens, greedy, EOS ignored; "
+          f"{args.threads} threads; one fresh process per engine", flush=True)
+
+    results: dict[str, dict] = {}
+    summaries: dict[str, dict[int, dict]] = {}
+    failed = False
+    for engine in engines:
+        module = PEER_MODULES.get(engine)
+        if module and importlib.util.find_spec(module) is None:
+            print(f"  {LABELS[engine]}: skipped ({module} is not importable)", flush=True)
+            continue
+        load_before = os.getloadavg()[0]
+        print(f"  {LABELS[engine]}: running (1-min load average before: {load_before:.2f}) ...", flush=True)
+        start = time.perf_counter()
+        result = run_child(engine, job)
+        if result is None:
+            failed = True
+            continue
+        result["loadavg_1m_before"] = load_before
+        results[engine] = result
+        summaries[engine] = {lv["n"]: summarise(lv) for lv in result["levels"]}
+        print(f"    {result['version']}; load {result['load_s']:.2f} s, peak RSS {result['peak_rss_mb']:.0f} MB, "
+              f"{time.perf_counter() - start:.0f} s in all", flush=True)
+        if result.get("prompt_token_mismatches"):
+            print(f"    note: {result['prompt_token_mismatches']} prompts tokenize differently in {engine}")
+        for lv, s in zip(result["levels"], summaries[engine].values(), strict=True):
+            extra = ", ".join(f"{k}={lv[k]}" for k in ("prefix_cache_hits", "preemptions", "steps",
+                                                        "engine_completion_tokens") if k in lv)
+            print(f"    {s['n']:>3} concurrent: {s['agg_tok_s']:.1f} tok/s, wall {s['wall_s']:.1f} s, "
+                  f"{s['tokens']} tokens (min {s['min_tokens_per_request']}/request)"
+                  + (f", {extra}" if extra else "") + f" (1-min load average before: {s['loadavg_1m_before']:.2f})",
+                  flush=True)
+            if s["min_tokens_per_request"] != args.new_tokens:
+                print(f"    WARNING: a request streamed {s['min_tokens_per_request']} tokens, not {args.new_tokens}")
+
+    if summaries:
+        print(f"\nAll times from the moment the N requests arrive together ({args.threads} threads):")
+        print_report(summaries, levels)
+        for engine, note in NOTES.items():
+            if engine in summaries:
+                print(f"note, {LABELS[engine]}: {note}")
+        if "mistralrs" in results:
+            print(f"note, mistralrs: {results['mistralrs']['kv_cache']} KV cache, prefix cache off")
+    if args.json:
+        config = {k: v for k, v in job.items() if k != "prompts"}
+        args.json.write_text(json.dumps({"config": config, "runs": results, "summary": summaries}, indent=1))
+    if failed:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
