@@ -37,13 +37,31 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--ignore-eos", action="store_true", help="keep generating past end-of-sequence")
     gen.add_argument("--stats", action="store_true", help="print token counts and speed to stderr at the end")
     gen.set_defaults(func=_run_generate)
+
+    serve = sub.add_parser("serve", help="serve models over the OpenAI-compatible HTTP API",
+                           description="Serve one or more models over the OpenAI-compatible HTTP API.")
+    add_model_arguments(serve, multiple=True)
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 exposes it)")
+    serve.add_argument("--port", type=int, default=1234, help="port (default 1234)")
+    serve.add_argument("--api-key", default=None,
+                       help="require 'Authorization: Bearer KEY' on /v1 routes (default: $AGENT_RUNTIME_API_KEY)")
+    serve.add_argument("--max-waiting", type=int, default=256,
+                       help="requests queued per model beyond its running slots before answering 429")
+    serve.add_argument("--keepalive", type=float, default=10.0, help="seconds between SSE keep-alive comments")
+    serve.add_argument("--cors-origin", action="append", default=[], help="allow this browser origin (repeatable)")
+    serve.set_defaults(func=_run_serve)
     return parser
 
 
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+def add_model_arguments(parser: argparse.ArgumentParser, multiple: bool = False) -> None:
     """The model-loading options every subcommand that runs a model shares."""
-    parser.add_argument("--model", "-m", default=None,
-                        help="HF directory, .gguf file, or hub id org/name (default: embedded SmolLM2-135M-Instruct)")
+    if multiple:
+        parser.add_argument("--model", "-m", action="append", default=None, metavar="[ID=]MODEL",
+                            help="HF directory, .gguf file or hub id, optionally named ID=...; repeat to serve "
+                                 "several (default: embedded SmolLM2-135M-Instruct)")
+    else:
+        parser.add_argument("--model", "-m", default=None,
+                            help="HF directory, .gguf file, or hub id org/name (default: embedded SmolLM2-135M-Instruct)")
     parser.add_argument("--dtype", default="auto", choices=["auto", "f32", "bf16", "f16"],
                         help="weight/activation dtype (auto: bf16 on CUDA, f32 on CPU)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -110,6 +128,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from agent_runtime.serve_command import run_serve
+
+    return run_serve(args)
 
 
 def _run_generate(args: argparse.Namespace) -> int:

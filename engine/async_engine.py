@@ -79,6 +79,22 @@ class AsyncEngine:
             if not finished:
                 self._send(("abort", seq.request_id))
 
+    def check(self, prompt: str | list[int], params: SamplingParams) -> None:
+        """Raise what generate() would raise for this request (bad params, prompt too long), now."""
+        ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
+        self.core.new_sequence(ids, params, "check")
+
+    async def run_on_engine_thread(self, fn, *args):
+        """Run `fn(*args)` on the engine thread between steps and return its result.
+
+        For other torch work of the same process (an embedding model): it then shares the engine
+        thread's OpenMP pool instead of creating a second one (see engine/omp_pool.py).
+        """
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._send(("call", (loop, future, fn, args)))
+        return await future
+
     def abort(self, request_id: str) -> None:
         """Stop a request; its iterator ends with finish_reason "abort"."""
         self._send(("abort", request_id))
@@ -129,10 +145,32 @@ class AsyncEngine:
                     self.core.add(payload)
                 except EngineError as exc:
                     self._deliver(payload.request_id, exc)
+            elif kind == "call":
+                self._call(*payload)
             elif kind == "abort":
                 seq = self.core.abort(payload)
                 if seq is not None:
                     self._deliver(payload, StreamChunk(payload, "", [], None, "abort"))
+
+    @staticmethod
+    def _call(loop, future, fn, args) -> None:
+        try:
+            result, error = fn(*args), None
+        except Exception as exc:  # noqa: BLE001 - handed back to the awaiting caller
+            result, error = None, exc
+
+        def settle() -> None:
+            if future.cancelled():
+                return
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+
+        try:
+            loop.call_soon_threadsafe(settle)
+        except RuntimeError:  # the caller's loop is closed
+            pass
 
     def _deliver(self, request_id: str, item) -> None:
         target = self._streams.get(request_id)

@@ -1,0 +1,86 @@
+"""create_app: the FastAPI app serving the OpenAI routes, /health, /metrics and the OpenAPI docs."""
+
+from __future__ import annotations
+
+import hmac
+import time
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from agent_runtime import __version__
+from agent_runtime.openai import chat, completions, embeddings, messages, responses
+from agent_runtime.openai.errors import ApiError, error_body, install_handlers
+from agent_runtime.openai.metrics import render_metrics
+from agent_runtime.runtime import Runtime
+
+
+def require_api_key(request: Request) -> None:
+    """With --api-key, every /v1 route wants `Authorization: Bearer KEY`."""
+    key = request.app.state.runtime.settings.api_key
+    if key is None:
+        return
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key.encode()):
+        raise ApiError(401, "missing or invalid API key: send Authorization: Bearer <key>",
+                       "authentication_error", code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+
+
+def create_app(runtime: Runtime) -> FastAPI:
+    app = FastAPI(title="agent-runtime", version=__version__,
+                  description="OpenAI-compatible API of the MCP-native agent runtime")
+    app.state.runtime = runtime
+    install_handlers(app)
+    settings = runtime.settings
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
+            return JSONResponse(error_body(f"request body of {length} bytes is over the limit of "
+                                           f"{settings.max_body_bytes} bytes", "invalid_request_error",
+                                           code="body_too_large"), status_code=413)
+        return await call_next(request)
+
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["*"],
+                           allow_headers=["*"])
+
+    v1 = APIRouter(dependencies=[Depends(require_api_key)])
+    v1.include_router(chat.router)
+    v1.include_router(completions.router)
+    v1.include_router(embeddings.router)
+    v1.include_router(responses.router)
+    v1.include_router(messages.router)
+
+    @v1.get("/v1/models")
+    async def list_models():
+        return {"object": "list", "data": [_model_card(m) for m in runtime.engines]}
+
+    @v1.get("/v1/models/{model_id:path}")
+    async def get_model(model_id: str):
+        model, _ = runtime.engine(model_id)
+        return _model_card(model)
+
+    app.include_router(v1)
+
+    @app.get("/health")
+    async def health():
+        if not runtime.ready:
+            return JSONResponse({"status": "starting"}, status_code=503)
+        return {"status": "ok", "models": list(runtime.engines)}
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def metrics():
+        return PlainTextResponse(render_metrics(runtime), media_type="text/plain; version=0.0.4")
+
+    return app
+
+
+_STARTED = int(time.time())
+
+
+def _model_card(model_id: str) -> dict:
+    return {"id": model_id, "object": "model", "created": _STARTED, "owned_by": "agent-runtime"}

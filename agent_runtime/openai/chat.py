@@ -1,0 +1,141 @@
+"""POST /v1/chat/completions: chat messages through the model's template, streamed or whole."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+
+from agent_runtime.openai.errors import ApiError, error_body, to_api_error
+from agent_runtime.openai.generation import (
+    chat_logprobs,
+    run_choices,
+    sampling_params,
+    sse,
+    stream_choices,
+    with_keepalive,
+)
+from agent_runtime.openai.protocol import ChatCompletionRequest, ChatMessage
+from agent_runtime.openai.serving import Admission, usage
+
+router = APIRouter()
+
+
+def template_messages(messages: list[ChatMessage]) -> list[dict]:
+    """OpenAI messages as chat templates expect them: text content, `developer` as `system`."""
+    out = []
+    for i, m in enumerate(messages):
+        message: dict = {"role": {"developer": "system", "function": "tool"}.get(m.role, m.role)}
+        message["content"] = _text(m.content, i)
+        if m.name:
+            message["name"] = m.name
+        if m.tool_call_id:
+            message["tool_call_id"] = m.tool_call_id
+        if m.tool_calls:
+            message["tool_calls"] = [_tool_call(call) for call in m.tool_calls]
+        out.append(message)
+    return out
+
+
+def _text(content, index: int) -> str:
+    if content is None or isinstance(content, str):
+        return content or ""
+    parts = []
+    for part in content:
+        kind = part.get("type")
+        if kind not in ("text", "input_text"):
+            raise ApiError(400, f"messages[{index}]: content part type {kind!r} is not supported by this model",
+                           param=f"messages.{index}.content", code="unsupported_content")
+        parts.append(str(part.get("text", "")))
+    return "".join(parts)
+
+
+def _tool_call(call: dict) -> dict:
+    # Templates index arguments as a mapping; the API carries them as a JSON string.
+    function = dict(call.get("function") or {})
+    arguments = function.get("arguments")
+    if isinstance(arguments, str):
+        try:
+            function["arguments"] = json.loads(arguments)
+        except json.JSONDecodeError:
+            pass
+    return {**call, "function": function}
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(body: ChatCompletionRequest, request: Request):
+    admission = Admission.begin(request, body.model)
+    try:
+        engine = admission.engine
+        prompt_ids = engine.tokenizer.encode_chat(
+            template_messages(body.messages), body.tools, enable_thinking=body.enable_thinking,
+            **(body.chat_template_kwargs or {}),
+        )
+        logprobs = (body.top_logprobs or 0) if body.logprobs else None
+        params = [sampling_params(body, logprobs, body.max_completion_tokens or body.max_tokens, i)
+                  for i in range(body.n)]
+        engine.check(prompt_ids, params[0])
+    except BaseException:
+        admission.end()
+        raise
+    meta = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": admission.model}
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        events = _stream(admission, prompt_ids, params, meta, body.logprobs, include_usage)
+        keepalive = request.app.state.runtime.settings.keepalive_s
+        return StreamingResponse(with_keepalive(events, keepalive), media_type="text/event-stream")
+    try:
+        start = time.perf_counter()
+        results = await run_choices(engine, prompt_ids, params)
+    finally:
+        admission.end()
+    choices = [
+        {
+            "index": r.index,
+            "message": {"role": "assistant", "content": r.text},
+            "logprobs": chat_logprobs(engine, r.logprobs) if body.logprobs else None,
+            "finish_reason": r.finish_reason,
+        }
+        for r in results
+    ]
+    completion = sum(len(r.token_ids) for r in results)
+    first = min((r.first_token_at for r in results if r.first_token_at), default=None)
+    return {**meta, "object": "chat.completion", "choices": choices,
+            "usage": usage(len(prompt_ids), completion, start, first)}
+
+
+async def _stream(admission: Admission, prompt_ids, params, meta, want_logprobs: bool, include_usage: bool):
+    engine = admission.engine
+    chunk_meta = {**meta, "object": "chat.completion.chunk"}
+    start = time.perf_counter()
+    first = None
+    completion = 0
+    try:
+        for i in range(len(params)):
+            yield sse({**chunk_meta, "choices": [
+                {"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}
+            ]})
+        try:
+            async for index, chunk in stream_choices(engine, prompt_ids, params):
+                first = first or time.perf_counter()
+                completion += len(chunk.token_ids)
+                if not (chunk.text or chunk.finish_reason or (want_logprobs and chunk.logprobs)):
+                    continue
+                choice = {
+                    "index": index,
+                    "delta": {"content": chunk.text} if chunk.text else {},
+                    "logprobs": chat_logprobs(engine, chunk.logprobs or []) if want_logprobs else None,
+                    "finish_reason": chunk.finish_reason,
+                }
+                yield sse({**chunk_meta, "choices": [choice]})
+        except Exception as exc:  # noqa: BLE001 - reported in-stream: the status line is already sent
+            err = to_api_error(exc)
+            yield sse(error_body(err.message, err.type, err.param, err.code))
+        if include_usage:
+            yield sse({**chunk_meta, "choices": [], "usage": usage(len(prompt_ids), completion, start, first)})
+        yield sse("[DONE]")
+    finally:
+        admission.end()

@@ -1,0 +1,56 @@
+"""Runtime: owns the served engines (and, later, the tool registry and MCP pool); passed, never imported."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from engine import AsyncEngine
+
+log = logging.getLogger(__name__)
+
+
+class UnknownModelError(LookupError):
+    """A request named a model this runtime does not serve."""
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """HTTP-side options, validated by the CLI."""
+
+    api_key: str | None = None
+    max_waiting: int = 256  # requests queued beyond the engine's running slots before 429
+    keepalive_s: float = 10.0
+    cors_origins: tuple[str, ...] = ()
+    max_body_bytes: int = 50 * 2**20
+
+
+@dataclass
+class Runtime:
+    """The served models by id (the first is the default) and the server settings."""
+
+    engines: dict[str, AsyncEngine]
+    settings: ServerSettings = field(default_factory=ServerSettings)
+    embedder: object | None = None  # agent_runtime.embeddings.Embedder, when one is served
+    ready: bool = True
+    in_flight: dict[str, int] = field(default_factory=dict)
+
+    def engine(self, model: str | None) -> tuple[str, AsyncEngine]:
+        """The engine a request's `model` names; the default when it names none."""
+        if not model:
+            model = next(iter(self.engines))
+        engine = self.engines.get(model)
+        if engine is None:
+            raise UnknownModelError(f"the model {model!r} does not exist; served: {', '.join(self.engines)}")
+        return model, engine
+
+    def capacity_left(self, model: str) -> bool:
+        """False when this model's running slots and waiting queue are full."""
+        engine = self.engines[model]
+        limit = engine.config.max_num_seqs + self.settings.max_waiting
+        return self.in_flight.get(model, 0) < limit
+
+    def shutdown(self) -> None:
+        for engine in self.engines.values():
+            engine.shutdown()
+        log.info("runtime shut down")

@@ -1,0 +1,59 @@
+"""`agent-runtime serve`: load the models, then run the HTTP app under uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+import uvicorn
+
+from agent_runtime.cli import engine_options
+from agent_runtime.openai import create_app
+from agent_runtime.runtime import Runtime, ServerSettings
+from engine import AsyncEngine, EngineConfig
+
+log = logging.getLogger(__name__)
+
+
+def model_specs(values: list[str] | None) -> list[tuple[str | None, str | None]]:
+    """`--model` values as (id or None, source); `id=source` names a model explicitly."""
+    specs = []
+    for value in values or [None]:
+        if value and "=" in value and not os.path.exists(value):
+            name, _, source = value.partition("=")
+            specs.append((name, source))
+        else:
+            specs.append((None, value))
+    return specs
+
+
+def build_runtime(args: argparse.Namespace) -> Runtime:
+    settings = ServerSettings(
+        api_key=args.api_key or os.environ.get("AGENT_RUNTIME_API_KEY") or None,
+        max_waiting=args.max_waiting,
+        keepalive_s=args.keepalive,
+        cors_origins=tuple(args.cors_origin),
+    )
+    engines: dict[str, AsyncEngine] = {}
+    for name, source in model_specs(args.model):
+        engine = AsyncEngine(EngineConfig(model=source, **engine_options(args)))
+        model_id = name or engine.loaded.source.name
+        if model_id in engines:
+            raise ValueError(f"two models are named {model_id!r}: name them with --model ID=MODEL")
+        engines[model_id] = engine
+    return Runtime(engines, settings)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    if args.max_waiting < 0 or args.keepalive <= 0:
+        raise ValueError(f"invalid --max-waiting {args.max_waiting} / --keepalive {args.keepalive}")
+    runtime = build_runtime(args)
+    app = create_app(runtime)
+    log.info("serving %s on http://%s:%d (OpenAI API under /v1, docs at /docs)", ", ".join(runtime.engines),
+             args.host, args.port)
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    finally:
+        runtime.shutdown()
+    return 0
