@@ -49,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="requests queued per model beyond its running slots before answering 429")
     serve.add_argument("--keepalive", type=float, default=10.0, help="seconds between SSE keep-alive comments")
     serve.add_argument("--cors-origin", action="append", default=[], help="allow this browser origin (repeatable)")
+    serve.add_argument("--embedding-model", default=None, metavar="MODEL",
+                       help="sentence-transformers directory or hub id served on /v1/embeddings "
+                            "(default: packaged all-MiniLM-L6-v2)")
+    serve.add_argument("--no-embeddings", action="store_true", help="serve no embedding model")
     serve.set_defaults(func=_run_serve)
     return parser
 

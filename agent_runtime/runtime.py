@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+from agent_runtime.response_store import ResponseStore
 from engine import AsyncEngine
+
+if TYPE_CHECKING:
+    from agent_runtime.embeddings import Embedder
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +36,10 @@ class Runtime:
 
     engines: dict[str, AsyncEngine]
     settings: ServerSettings = field(default_factory=ServerSettings)
-    embedder: object | None = None  # agent_runtime.embeddings.Embedder, when one is served
+    embedder: Embedder | None = None  # serves /v1/embeddings, on the default engine's thread
     ready: bool = True
     in_flight: dict[str, int] = field(default_factory=dict)
+    responses: ResponseStore = field(default_factory=ResponseStore)  # the Responses API's stored ones
 
     def engine(self, model: str | None) -> tuple[str, AsyncEngine]:
         """The engine a request's `model` names; the default when it names none."""
@@ -43,6 +49,10 @@ class Runtime:
         if engine is None:
             raise UnknownModelError(f"the model {model!r} does not exist; served: {', '.join(self.engines)}")
         return model, engine
+
+    def model_ids(self) -> list[str]:
+        """Every model id served: the engines', then the embedding model's."""
+        return [*self.engines, *([self.embedder.id] if self.embedder else [])]
 
     def capacity_left(self, model: str) -> bool:
         """False when this model's running slots and waiting queue are full."""

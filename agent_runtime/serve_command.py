@@ -42,7 +42,12 @@ def build_runtime(args: argparse.Namespace) -> Runtime:
         if model_id in engines:
             raise ValueError(f"two models are named {model_id!r}: name them with --model ID=MODEL")
         engines[model_id] = engine
-    return Runtime(engines, settings)
+    embedder = None
+    if not args.no_embeddings:
+        from agent_runtime.embeddings import Embedder  # imports sentence-transformers: only when used
+
+        embedder = Embedder(args.embedding_model, device=str(next(iter(engines.values())).loaded.device))
+    return Runtime(engines, settings, embedder=embedder)
 
 
 def run_serve(args: argparse.Namespace) -> int:

@@ -8,6 +8,8 @@ import time
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from agent_runtime import __version__
 from agent_runtime.openai import chat, completions, embeddings, messages, responses
@@ -17,15 +19,44 @@ from agent_runtime.runtime import Runtime
 
 
 def require_api_key(request: Request) -> None:
-    """With --api-key, every /v1 route wants `Authorization: Bearer KEY`."""
+    """With --api-key, every /v1 route wants `Authorization: Bearer KEY` (or Anthropic's `x-api-key`)."""
     key = request.app.state.runtime.settings.api_key
     if key is None:
         return
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key.encode()):
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    offered = token.strip() if scheme.lower() == "bearer" else request.headers.get("x-api-key", "")
+    if not hmac.compare_digest(offered.encode(), key.encode()):
         raise ApiError(401, "missing or invalid API key: send Authorization: Bearer <key>",
                        "authentication_error", code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+
+
+class BodyLimit:
+    """413 for a request body over `max_bytes`: by its Content-Length, or counted as a chunked body arrives."""
+
+    def __init__(self, app, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = Headers(scope=scope).get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            response = JSONResponse(error_body(f"request body of {length} bytes is over the limit of "
+                                               f"{self.max_bytes} bytes", "invalid_request_error",
+                                               code="body_too_large"), status_code=413)
+            return await response(scope, receive, send)
+        received = 0
+
+        async def counting_receive():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                # An HTTPException is what FastAPI lets through from a body read (to errors.http_error).
+                raise StarletteHTTPException(413, f"chunked request body is over the limit of {self.max_bytes} bytes")
+            return message
+
+        await self.app(scope, counting_receive, send)
 
 
 def create_app(runtime: Runtime) -> FastAPI:
@@ -35,14 +66,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     install_handlers(app)
     settings = runtime.settings
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
-            return JSONResponse(error_body(f"request body of {length} bytes is over the limit of "
-                                           f"{settings.max_body_bytes} bytes", "invalid_request_error",
-                                           code="body_too_large"), status_code=413)
-        return await call_next(request)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
 
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["*"],
@@ -57,10 +81,12 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     @v1.get("/v1/models")
     async def list_models():
-        return {"object": "list", "data": [_model_card(m) for m in runtime.engines]}
+        return {"object": "list", "data": [_model_card(m) for m in runtime.model_ids()]}
 
     @v1.get("/v1/models/{model_id:path}")
     async def get_model(model_id: str):
+        if runtime.embedder and model_id == runtime.embedder.id:
+            return _model_card(model_id)
         model, _ = runtime.engine(model_id)
         return _model_card(model)
 

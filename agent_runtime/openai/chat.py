@@ -35,7 +35,7 @@ def template_messages(messages: list[ChatMessage]) -> list[dict]:
         if m.tool_call_id:
             message["tool_call_id"] = m.tool_call_id
         if m.tool_calls:
-            message["tool_calls"] = [_tool_call(call) for call in m.tool_calls]
+            message["tool_calls"] = [_tool_call(call, i) for call in m.tool_calls]
         out.append(message)
     return out
 
@@ -53,9 +53,13 @@ def _text(content, index: int) -> str:
     return "".join(parts)
 
 
-def _tool_call(call: dict) -> dict:
+def _tool_call(call: dict, index: int) -> dict:
     # Templates index arguments as a mapping; the API carries them as a JSON string.
-    function = dict(call.get("function") or {})
+    function = call.get("function") or {}
+    if not isinstance(function, dict):
+        raise ApiError(400, f"messages[{index}].tool_calls: function must be an object with name and arguments, "
+                            f"not {function!r}", param=f"messages.{index}.tool_calls", code="invalid_value")
+    function = dict(function)
     arguments = function.get("arguments")
     if isinstance(arguments, str):
         try:
@@ -65,15 +69,25 @@ def _tool_call(call: dict) -> dict:
     return {**call, "function": function}
 
 
+def _template_kwargs(body: ChatCompletionRequest) -> dict:
+    """chat_template_kwargs plus enable_thinking (the request's own field wins over the kwargs' one)."""
+    kwargs = dict(body.chat_template_kwargs or {})
+    taken = sorted({"messages", "tools"} & kwargs.keys())
+    if taken:
+        raise ApiError(400, f"chat_template_kwargs may not set {', '.join(taken)}: send them as request fields",
+                       param="chat_template_kwargs", code="invalid_value")
+    if body.enable_thinking is not None:
+        kwargs["enable_thinking"] = body.enable_thinking
+    return kwargs
+
+
 @router.post("/v1/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, request: Request):
     admission = Admission.begin(request, body.model)
     try:
         engine = admission.engine
-        prompt_ids = engine.tokenizer.encode_chat(
-            template_messages(body.messages), body.tools, enable_thinking=body.enable_thinking,
-            **(body.chat_template_kwargs or {}),
-        )
+        prompt_ids = engine.tokenizer.encode_chat(template_messages(body.messages), body.tools,
+                                                  **_template_kwargs(body))
         logprobs = (body.top_logprobs or 0) if body.logprobs else None
         params = [sampling_params(body, logprobs, body.max_completion_tokens or body.max_tokens, i)
                   for i in range(body.n)]

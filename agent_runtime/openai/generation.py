@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from agent_runtime.openai.errors import ApiError
 from agent_runtime.openai.protocol import SamplingFields
 from engine import AsyncEngine, SamplingParams, StreamChunk
 from engine.sampler import TokenLogprob
@@ -15,6 +16,11 @@ from engine.sampler import TokenLogprob
 
 def sampling_params(req: SamplingFields, logprobs: int | None, max_tokens: int | None, index: int) -> SamplingParams:
     """SamplingParams for choice `index` (a seeded request gives each choice its own seed)."""
+    for name in ("seed", "top_k"):  # the sampler hands them to torch as 64-bit integers
+        value = getattr(req, name)
+        if value is not None and not -(2**63) <= value < 2**63:
+            raise ApiError(400, f"{name}={value} is out of range: must fit a signed 64-bit integer", param=name,
+                           code="invalid_value")
     stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
     return SamplingParams(
         temperature=1.0 if req.temperature is None else req.temperature,
@@ -24,7 +30,7 @@ def sampling_params(req: SamplingFields, logprobs: int | None, max_tokens: int |
         repetition_penalty=req.repetition_penalty or 1.0,
         presence_penalty=req.presence_penalty,
         frequency_penalty=req.frequency_penalty,
-        logit_bias={int(k): v for k, v in (req.logit_bias or {}).items()},
+        logit_bias=_logit_bias(req.logit_bias or {}),
         seed=None if req.seed is None else req.seed + index,
         max_tokens=max_tokens,
         min_tokens=req.min_tokens,
@@ -33,6 +39,17 @@ def sampling_params(req: SamplingFields, logprobs: int | None, max_tokens: int |
         ignore_eos=req.ignore_eos,
         logprobs=logprobs,
     )
+
+
+def _logit_bias(bias: dict[str, float]) -> dict[int, float]:
+    token_bias = {}
+    for token, value in bias.items():
+        try:
+            token_bias[int(token)] = value
+        except ValueError:
+            raise ApiError(400, f"logit_bias key {token[:40]!r} is not a token id: keys must be integers",
+                           param="logit_bias", code="invalid_value") from None
+    return token_bias
 
 
 @dataclass

@@ -1,0 +1,71 @@
+"""`agent-runtime serve` as a real process: binds 127.0.0.1, serves named models, stops on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from agent_runtime.serve_command import model_specs
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "engine"))
+from tiny_models import save_tiny_model  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_model_specs_accept_names():
+    assert model_specs(None) == [(None, None)]
+    assert model_specs(["tiny=/models/x", "org/name"]) == [("tiny", "/models/x"), (None, "org/name")]
+
+
+@pytest.fixture(scope="module")
+def two_tiny_models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("serve")
+    return save_tiny_model("llama", root / "a"), save_tiny_model("qwen3", root / "b")
+
+
+def test_serve_process_routes_by_model_and_stops_cleanly(two_tiny_models):
+    a, b = two_tiny_models
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agent_runtime", "serve", "--model", f"alpha={a}", "--model", f"beta={b}",
+         "--port", str(port), "--no-embeddings"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        else:
+            pytest.fail("server did not start: " + proc.stderr.read()[-2000:] if proc.poll() is not None else "")
+        ids = [m["id"] for m in httpx.get(f"{base}/v1/models").json()["data"]]
+        assert ids[:2] == ["alpha", "beta"]
+        for model in ("alpha", "beta"):
+            reply = httpx.post(f"{base}/v1/completions", json={"model": model, "prompt": "hi", "max_tokens": 3,
+                                                               "temperature": 0}, timeout=60)
+            assert reply.status_code == 200 and reply.json()["model"] == model
+        missing = httpx.post(f"{base}/v1/completions", json={"model": "gamma", "prompt": "hi"})
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "model_not_found"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            pytest.fail("serve did not stop on SIGTERM")
