@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="serve models over the OpenAI-compatible HTTP API",
                            description="Serve one or more models over the OpenAI-compatible HTTP API.")
     add_model_arguments(serve, multiple=True)
+    serve.add_argument("--models-config", default=None, metavar="FILE",
+                       help='JSON {"id": {"model": SOURCE, "dtype": ..., ...}} of models to serve (with or instead of --model)')
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 exposes it)")
     serve.add_argument("--port", type=int, default=1234, help="port (default 1234)")
     serve.add_argument("--api-key", default=None,

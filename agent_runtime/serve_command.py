@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import logging
 import os
+from pathlib import Path
 
 import uvicorn
 
@@ -28,6 +31,28 @@ def model_specs(values: list[str] | None) -> list[tuple[str | None, str | None]]
     return specs
 
 
+def models_config(path: str) -> list[tuple[str, str | None, dict]]:
+    """A --models-config file: {"id": {"model": SOURCE, <EngineConfig option>: value, ...}, ...}."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"cannot read models config {path}: {exc}") from exc
+    if not isinstance(data, dict) or not data:
+        raise ValueError(f"models config {path}: expected a non-empty JSON object of model id -> options")
+    allowed = {f.name for f in dataclasses.fields(EngineConfig)}
+    entries = []
+    for model_id, options in data.items():
+        if not isinstance(options, dict):
+            raise ValueError(f"models config {path}: model {model_id!r} must map to an object of options")
+        unknown = sorted(set(options) - allowed)
+        if unknown:
+            raise ValueError(f"models config {path}: model {model_id!r} has unknown option(s) {', '.join(unknown)}; "
+                             f"valid: {', '.join(sorted(allowed))}")
+        options = dict(options)
+        entries.append((model_id, options.pop("model", None), options))
+    return entries
+
+
 def build_runtime(args: argparse.Namespace) -> Runtime:
     settings = ServerSettings(
         api_key=args.api_key or os.environ.get("AGENT_RUNTIME_API_KEY") or None,
@@ -36,8 +61,11 @@ def build_runtime(args: argparse.Namespace) -> Runtime:
         cors_origins=tuple(args.cors_origin),
     )
     engines: dict[str, AsyncEngine] = {}
-    for name, source in model_specs(args.model):
-        engine = AsyncEngine(EngineConfig(model=source, **engine_options(args)))
+    entries = [(name, source, {}) for name, source in model_specs(args.model)] if args.model or not args.models_config else []
+    if args.models_config:
+        entries += models_config(args.models_config)
+    for name, source, overrides in entries:
+        engine = AsyncEngine(EngineConfig(**{**engine_options(args), **overrides, "model": source}))
         model_id = name or engine.loaded.source.name
         if model_id in engines:
             raise ValueError(f"two models are named {model_id!r}: name them with --model ID=MODEL")

@@ -69,3 +69,17 @@ def test_serve_process_routes_by_model_and_stops_cleanly(two_tiny_models):
         except subprocess.TimeoutExpired:
             proc.kill()
             pytest.fail("serve did not stop on SIGTERM")
+
+
+def test_models_config_is_validated_with_the_file_and_model_named(tmp_path):
+    from agent_runtime.serve_command import models_config
+
+    good = tmp_path / "models.json"
+    good.write_text('{"small": {"model": "/m/a", "dtype": "bf16"}, "other": {"model": "org/b"}}')
+    assert models_config(str(good)) == [("small", "/m/a", {"dtype": "bf16"}), ("other", "org/b", {})]
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"small": {"model": "/m/a", "dtyp": "bf16"}}')
+    with pytest.raises(ValueError, match=r"bad\.json: model 'small' has unknown option\(s\) dtyp"):
+        models_config(str(bad))
+    with pytest.raises(ValueError, match="cannot read models config"):
+        models_config(str(tmp_path / "missing.json"))
