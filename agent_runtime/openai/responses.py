@@ -1,7 +1,363 @@
-"""Placeholder router: filled in by its own change."""
+"""POST /v1/responses and its stored responses: OpenAI's Responses API over the chat template."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import Any, Literal
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+from pydantic import Field
+from starlette.background import BackgroundTask
+
+from agent_runtime.openai.chat import template_messages
+from agent_runtime.openai.errors import ApiError, to_api_error
+from agent_runtime.openai.generation import sampling_params, with_keepalive
+from agent_runtime.openai.protocol import ChatMessage, SamplingFields
+from agent_runtime.openai.serving import Admission, usage
+from agent_runtime.response_store import ResponseStore, StoredResponse
+from engine import SamplingParams
+
+log = logging.getLogger(__name__)
 
 router = APIRouter()
+
+_TEXT_PARTS = ("input_text", "output_text")
+
+
+class ResponseRequest(SamplingFields):
+    """The body of POST /v1/responses (plus the vLLM-style sampling extras of SamplingFields)."""
+
+    input: str | list[dict[str, Any]]
+    instructions: str | None = None
+    previous_response_id: str | None = None
+    store: bool = True
+    max_output_tokens: int | None = Field(default=None, ge=1)
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] = "auto"
+    parallel_tool_calls: bool = True
+    metadata: dict[str, str] | None = None
+    n: Literal[1] = 1  # one output per response
+
+
+def input_items(value: str | list[dict[str, Any]]) -> list[dict]:
+    """The request's `input` as stored items: messages with text parts, function calls and outputs."""
+    if isinstance(value, str):
+        return [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": value}]}]
+    return [_item(item, i) for i, item in enumerate(value)]
+
+
+def _item(item: dict, index: int) -> dict:
+    kind = item.get("type", "message")
+    where = f"input[{index}]"
+    if kind == "message":
+        role = item.get("role")
+        if role not in ("user", "assistant", "system", "developer"):
+            raise ApiError(400, f"{where}.role: {role!r} is not one of user, assistant, system, developer",
+                           param=f"input.{index}.role")
+        return {"type": "message", "role": role, "content": _parts(item.get("content"), role, where)}
+    if kind == "function_call":
+        call_id, name, arguments = item.get("call_id"), item.get("name"), item.get("arguments", "{}")
+        if not isinstance(call_id, str) or not isinstance(name, str) or not isinstance(arguments, str):
+            raise ApiError(400, f"{where}: a function_call item needs string call_id, name and arguments",
+                           param=f"input.{index}")
+        return {"type": "function_call", "call_id": call_id, "name": name, "arguments": arguments}
+    if kind == "function_call_output":
+        call_id, output = item.get("call_id"), item.get("output")
+        if isinstance(output, list):
+            output = _text(_parts(output, "tool", where))
+        if not isinstance(call_id, str) or not isinstance(output, str):
+            raise ApiError(400, f"{where}: a function_call_output item needs a string call_id and output",
+                           param=f"input.{index}")
+        return {"type": "function_call_output", "call_id": call_id, "output": output}
+    raise ApiError(400, f"{where}: item type {kind!r} is not supported; use message, function_call or "
+                   "function_call_output", param=f"input.{index}.type", code="unsupported_item")
+
+
+def _parts(content: Any, role: str, where: str) -> list[dict]:
+    if isinstance(content, str):
+        return [{"type": "output_text" if role == "assistant" else "input_text", "text": content}]
+    if not isinstance(content, list):
+        raise ApiError(400, f"{where}.content: expected a string or a list of content parts", param="input")
+    for part in content:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind not in _TEXT_PARTS or not isinstance(part.get("text"), str):
+            raise ApiError(400, f"{where}.content: part type {kind!r} is not supported by this model; "
+                           "use input_text or output_text", param="input", code="unsupported_content")
+    return [{"type": part["type"], "text": part["text"]} for part in content]
+
+
+def _text(parts: list[dict]) -> str:
+    return "".join(part["text"] for part in parts)
+
+
+def chat_messages(instructions: str | None, items: list[dict]) -> list[ChatMessage]:
+    """A conversation of items as chat messages; consecutive function calls join one assistant turn."""
+    messages: list[dict] = [{"role": "system", "content": instructions}] if instructions else []
+    for item in items:
+        if item["type"] == "message":
+            messages.append({"role": item["role"], "content": _text(item["content"])})
+        elif item["type"] == "function_call":
+            call = {"id": item["call_id"], "type": "function",
+                    "function": {"name": item["name"], "arguments": item["arguments"]}}
+            if messages and messages[-1]["role"] == "assistant":
+                messages[-1].setdefault("tool_calls", []).append(call)
+            else:
+                messages.append({"role": "assistant", "content": "", "tool_calls": [call]})
+        else:
+            messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": item["output"]})
+    return [ChatMessage(**m) for m in messages]
+
+
+def chat_tools(tools: list[dict] | None) -> list[dict] | None:
+    """Responses function tools ({type, name, parameters}) in the chat form templates expect."""
+    if not tools:
+        return None
+    out = []
+    for i, tool in enumerate(tools):
+        named = isinstance(tool.get("name"), str) or isinstance(tool.get("function"), dict)
+        if tool.get("type") != "function" or not named:
+            raise ApiError(400, f"tools[{i}]: tool type {tool.get('type')!r} is not supported; only function "
+                           "tools (with a name) are", param=f"tools.{i}", code="unsupported_tool")
+        if "function" in tool:  # already in the chat form
+            out.append(tool)
+            continue
+        function = {k: tool[k] for k in ("name", "description", "parameters") if tool.get(k) is not None}
+        out.append({"type": "function", "function": function})
+    return out
+
+
+class ResponseRun:
+    """One response being generated: its events, its final object, and its store entry meanwhile."""
+
+    def __init__(self, admission: Admission, prompt_ids: list[int], params: SamplingParams, base: dict) -> None:
+        self.admission, self.prompt_ids, self.params, self.base = admission, prompt_ids, params, base
+        self.item_id = f"msg_{uuid.uuid4().hex}"
+        self.text = ""
+        self.output_tokens = 0
+        self.start = time.perf_counter()
+        self.first_token_at: float | None = None
+        self.entry: StoredResponse | None = None
+        self.error: Exception | None = None
+        self.final: dict | None = None
+        self.sequence = 0
+
+    @property
+    def id(self) -> str:
+        return self.base["id"]
+
+    def in_progress(self) -> dict:
+        """The response object before any output (usage is reported once it is done)."""
+        return {**self.base, "status": "in_progress", "output": [], "usage": None}
+
+    def cancel(self) -> dict:
+        """Stop generating; the response ends as "cancelled" with the text sent so far."""
+        if self.final is None:
+            self.admission.engine.abort(self.id)
+            self._finish("cancelled")
+            log.info("response %s cancelled after %d output tokens", self.id, self.output_tokens)
+        return self.final
+
+    def close(self) -> None:
+        """Give the capacity slot back; a response that never finished ends as "cancelled" (idempotent)."""
+        self.admission.end()
+        if self.final is None:  # the client went away mid-stream, or before the stream began
+            self._finish("cancelled")
+
+    def _finish(self, status: str, **fields) -> None:
+        """Fix the final response object (with the output so far) and store it."""
+        u = usage(len(self.prompt_ids), self.output_tokens, self.start, self.first_token_at)
+        self.final = {
+            **self.base, "status": status, "completed_at": int(time.time()),
+            "output": [self._message("completed" if status == "completed" else "incomplete")],
+            "usage": {
+                "input_tokens": u["prompt_tokens"], "output_tokens": u["completion_tokens"],
+                "total_tokens": u["total_tokens"],
+                "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+                "output_tokens_details": {"reasoning_tokens": 0},
+                "input_tokens_per_second": u["prompt_tokens_per_second"],
+                "output_tokens_per_second": u["completion_tokens_per_second"],
+            },
+            **fields,
+        }
+        if self.entry is not None:
+            self.entry.response, self.entry.cancel = self.final, None
+
+    def _message(self, status: str, with_text: bool = True) -> dict:
+        content = [self._part()] if with_text else []
+        return {"type": "message", "id": self.item_id, "status": status, "role": "assistant", "content": content}
+
+    def _part(self, text: str | None = None) -> dict:
+        return {"type": "output_text", "text": self.text if text is None else text, "annotations": []}
+
+    def _event(self, type_: str, **fields) -> dict:
+        self.sequence += 1
+        return {"type": type_, "sequence_number": self.sequence - 1, **fields}
+
+    async def events(self) -> AsyncIterator[dict]:
+        """The stream's events, from response.created to the terminal one; generates as it goes."""
+        at = {"output_index": 0}
+        at_part = {"item_id": self.item_id, **at, "content_index": 0}
+        try:
+            yield self._event("response.created", response=self.in_progress())
+            yield self._event("response.in_progress", response=self.in_progress())
+            yield self._event("response.output_item.added", item=self._message("in_progress", False), **at)
+            yield self._event("response.content_part.added", part=self._part(""), **at_part)
+            finish_reason = None
+            if self.final is None:  # not cancelled before it began
+                try:
+                    engine = self.admission.engine
+                    async with aclosing(engine.generate(self.prompt_ids, self.params, self.id)) as chunks:
+                        async for chunk in chunks:
+                            if self.final is not None:
+                                break
+                            self.first_token_at = self.first_token_at or time.perf_counter()
+                            self.output_tokens += len(chunk.token_ids)
+                            finish_reason = chunk.finish_reason
+                            if chunk.text:
+                                self.text += chunk.text
+                                yield self._event("response.output_text.delta", delta=chunk.text, logprobs=[],
+                                                  **at_part)
+                except Exception as exc:  # noqa: BLE001 - ends the response as failed, reported below
+                    self.error = exc
+            if self.final is None:
+                self._finish_as(finish_reason)
+            final = self.final
+            if final["status"] != "failed":
+                yield self._event("response.output_text.done", text=self.text, logprobs=[], **at_part)
+                yield self._event("response.content_part.done", part=self._part(), **at_part)
+                yield self._event("response.output_item.done", item=final["output"][0], **at)
+            terminal = {"completed": "response.completed", "failed": "response.failed"}
+            yield self._event(terminal.get(final["status"], "response.incomplete"), response=final)
+        finally:
+            self.close()
+
+    def _finish_as(self, finish_reason: str | None) -> None:
+        if self.error is not None:
+            err = to_api_error(self.error)
+            self._finish("failed", error={"code": "server_error", "message": err.message})
+        elif finish_reason == "length":
+            self._finish("incomplete", incomplete_details={"reason": "max_output_tokens"})
+        elif finish_reason == "abort":
+            self._finish("cancelled")
+        else:
+            self._finish("completed")
+
+
+@router.post("/v1/responses")
+async def create_response(body: ResponseRequest, request: Request):
+    store: ResponseStore = request.app.state.runtime.responses
+    items = input_items(body.input)
+    if body.previous_response_id is not None:
+        items = [*_previous(store, body.previous_response_id).conversation, *items]
+    tools = chat_tools(body.tools)
+    admission = Admission.begin(request, body.model)
+    try:
+        engine = admission.engine
+        prompt_ids = engine.tokenizer.encode_chat(template_messages(chat_messages(body.instructions, items)), tools)
+        params = sampling_params(body, None, body.max_output_tokens, 0)
+        engine.check(prompt_ids, params)
+    except BaseException:
+        admission.end()
+        raise
+    run = ResponseRun(admission, prompt_ids, params, _base(body, admission.model))
+    if body.store:
+        run.entry = store.put(StoredResponse(run.in_progress(), items, run.cancel))
+    if body.stream:
+        keepalive = request.app.state.runtime.settings.keepalive_s
+        return StreamingResponse(with_keepalive(_sse(run), keepalive), media_type="text/event-stream",
+                                 background=BackgroundTask(run.close))
+    try:
+        async with aclosing(run.events()) as events:
+            async for _ in events:
+                pass
+    finally:
+        run.close()
+    if run.error is not None:
+        raise run.error
+    return run.final
+
+
+@router.get("/v1/responses/{response_id}")
+async def get_response(response_id: str, request: Request):
+    return _stored(request.app.state.runtime.responses, response_id).response
+
+
+@router.delete("/v1/responses/{response_id}")
+async def delete_response(response_id: str, request: Request):
+    store: ResponseStore = request.app.state.runtime.responses
+    _stored(store, response_id)
+    store.delete(response_id)
+    return {"id": response_id, "object": "response.deleted", "deleted": True}
+
+
+@router.post("/v1/responses/{response_id}/cancel")
+async def cancel_response(response_id: str, request: Request):
+    entry = _stored(request.app.state.runtime.responses, response_id)
+    if entry.cancel is not None:
+        return entry.cancel()
+    if entry.response["status"] == "cancelled":
+        return entry.response
+    raise ApiError(400, f"response {response_id!r} is {entry.response['status']}: only a response still being "
+                   "generated can be cancelled", param="response_id", code="not_cancellable")
+
+
+def _stored(store: ResponseStore, response_id: str) -> StoredResponse:
+    entry = store.get(response_id)
+    if entry is None:
+        raise ApiError(404, f"response {response_id!r} not found: it was never stored (store=false), was "
+                       "deleted, or was evicted", param="response_id", code="response_not_found")
+    return entry
+
+
+def _previous(store: ResponseStore, response_id: str) -> StoredResponse:
+    entry = store.get(response_id)
+    if entry is None:
+        raise ApiError(404, f"previous response {response_id!r} not found: it was never stored (store=false), "
+                       "was deleted, or was evicted", param="previous_response_id", code="previous_response_not_found")
+    if entry.cancel is not None:
+        raise ApiError(400, f"previous response {response_id!r} is still in progress; continue it once it "
+                       "has finished", param="previous_response_id")
+    return entry
+
+
+def _base(body: ResponseRequest, model: str) -> dict:
+    """The fields of a response object that the request decides."""
+    return {
+        "id": f"resp_{uuid.uuid4().hex}", "object": "response", "created_at": int(time.time()), "model": model,
+        "instructions": body.instructions, "previous_response_id": body.previous_response_id,
+        "metadata": body.metadata or {}, "user": body.user, "store": body.store, "background": False,
+        "temperature": 1.0 if body.temperature is None else body.temperature,
+        "top_p": 1.0 if body.top_p is None else body.top_p, "max_output_tokens": body.max_output_tokens,
+        "tools": body.tools or [], "tool_choice": body.tool_choice, "parallel_tool_calls": body.parallel_tool_calls,
+        "text": {"format": {"type": "text"}}, "truncation": "disabled", "error": None, "incomplete_details": None,
+        "completed_at": None,
+    }
+
+
+class _EventStream(StreamingResponse):
+    """The run's events as SSE; stopped as soon as the client leaves, not when garbage collection
+    gets to the abandoned iterator (Starlette only stops sending)."""
+
+    def __init__(self, run: ResponseRun, keepalive_s: float) -> None:
+        self.events = with_keepalive(_sse(run), keepalive_s)
+        super().__init__(self.events, media_type="text/event-stream")
+        self.run = run
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.events.aclose()
+            self.run.close()  # also when the client left before the stream began
+
+
+async def _sse(run: ResponseRun) -> AsyncIterator[str]:
+    async with aclosing(run.events()) as events:
+        async for event in events:
+            yield f"event: {event['type']}\ndata: {json.dumps(event, ensure_ascii=False)}\n\n"
