@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_cpu import PARAGRAPH, default_gguf_path, load_hf_tokenizer, peak_rss_mb  # noqa: E402
+from bench_cpu import PARAGRAPH, default_gguf_path, load_hf_tokenizer, parse_engines, peak_rss_mb  # noqa: E402
 
 # Each prompt starts with its own word (words whose first token is taken are skipped):
 # 1 warm-up prompt + sum(levels) measured ones.
@@ -333,9 +333,7 @@ def main() -> None:
     if args.child:
         child_main(args.child)
         return
-    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
-    if not engines or any(e not in ENGINES for e in engines):
-        ap.error(f"invalid --engines {args.engines!r}: expected a comma-separated subset of {','.join(ENGINES)}")
+    engines = parse_engines(ap, args.engines, ENGINES)
     try:
         levels = [int(n) for n in args.levels.split(",") if n.strip()]
     except ValueError:

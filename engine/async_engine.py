@@ -82,7 +82,7 @@ class AsyncEngine:
     def check(self, prompt: str | list[int], params: SamplingParams) -> None:
         """Raise what generate() would raise for this request (bad params, prompt too long), now."""
         ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
-        self.core.new_sequence(ids, params, "check")
+        self.core.validate([int(t) for t in ids], params)
 
     async def run_on_engine_thread(self, fn, *args):
         """Run `fn(*args)` on the engine thread between steps and return its result.

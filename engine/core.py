@@ -87,6 +87,12 @@ class EngineCore:
         Reads only immutable state, so servers may call it from any thread.
         """
         ids = [int(t) for t in prompt_token_ids]
+        max_tokens = self.validate(ids, params)
+        request_id = request_id or f"req-{next(self._ids)}"
+        return Sequence(request_id, ids, params, self.tokenizer, max_tokens)
+
+    def validate(self, ids: list[int], params: SamplingParams) -> int:
+        """Raise what a request with these prompt ids and params would be refused for; else its max_tokens."""
         if not ids:
             raise InvalidRequestError("the prompt is empty: it encodes to zero tokens")
         vocab = int(self.loaded.config.vocab_size)
@@ -103,9 +109,7 @@ class EngineCore:
                 f"the prompt has {len(ids)} tokens and max_tokens is {params.max_tokens}: together they "
                 f"exceed the context window of {self.max_model_len} tokens (at most {room} new tokens fit)"
             )
-        max_tokens = params.max_tokens if params.max_tokens is not None else room
-        request_id = request_id or f"req-{next(self._ids)}"
-        return Sequence(request_id, ids, params, self.tokenizer, max_tokens)
+        return params.max_tokens if params.max_tokens is not None else room
 
     def add(self, seq: Sequence) -> None:
         """Queue a validated sequence; refuses duplicates and requests bigger than the KV pool."""
