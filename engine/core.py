@@ -11,6 +11,7 @@ import torch
 
 from engine.config import EngineConfig
 from engine.errors import ContextLengthError, EngineStepError, InvalidRequestError
+from engine.guided import GrammarCompiler
 from engine.kv_cache import KVCacheManager
 from engine.loader import LoadedModel, load_model
 from engine.metrics import EngineMetrics
@@ -61,6 +62,7 @@ class EngineCore:
             8192 if loaded.device.type == "cuda" else 2048
         )
         self.num_blocks = plan_kv_blocks(loaded, config, self.max_model_len)
+        self.grammars = GrammarCompiler(self.tokenizer.hf, int(loaded.config.vocab_size), self.tokenizer.eos_token_ids)
         self.metrics = EngineMetrics()
         self.sequences: dict[str, Sequence] = {}
         self._ids = itertools.count()
@@ -87,12 +89,19 @@ class EngineCore:
         Reads only immutable state, so servers may call it from any thread.
         """
         ids = [int(t) for t in prompt_token_ids]
-        max_tokens = self.validate(ids, params)
+        max_tokens = self._validate_lengths(ids, params)
+        matcher = self.grammars.matcher(params.guided) if params.guided is not None else None
         request_id = request_id or f"req-{next(self._ids)}"
-        return Sequence(request_id, ids, params, self.tokenizer, max_tokens)
+        return Sequence(request_id, ids, params, self.tokenizer, max_tokens, matcher)
 
     def validate(self, ids: list[int], params: SamplingParams) -> int:
         """Raise what a request with these prompt ids and params would be refused for; else its max_tokens."""
+        max_tokens = self._validate_lengths(ids, params)
+        if params.guided is not None:
+            self.grammars.check(params.guided)
+        return max_tokens
+
+    def _validate_lengths(self, ids: list[int], params: SamplingParams) -> int:
         if not ids:
             raise InvalidRequestError("the prompt is empty: it encodes to zero tokens")
         vocab = int(self.loaded.config.vocab_size)

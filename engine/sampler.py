@@ -4,9 +4,10 @@ One call handles the whole batch: per-row parameters become [B] tensors and ever
 batched tensor op. Order of operations, per row:
 
 1. ``apply_penalties``: logit_bias, repetition penalty, presence/frequency penalty, min_tokens.
-2. ``compute_logprobs`` reads the penalised logits (before temperature and truncation).
-3. Greedy rows (temperature 0) take the argmax of the penalised logits.
-4. Other rows go through ``apply_truncation`` (temperature, top_k, top_p, min_p) and are drawn
+2. ``apply_guidance``: rows under a grammar (engine/guided.py) keep only the tokens it allows.
+3. ``compute_logprobs`` reads these logits (before temperature and truncation).
+4. Greedy rows (temperature 0) take the argmax of the penalised logits.
+5. Other rows go through ``apply_truncation`` (temperature, top_k, top_p, min_p) and are drawn
    from the softmax; rows with a seed draw from their own CPU generator, so a seeded row gives
    the same tokens whatever else shares its batch.
 """
@@ -16,8 +17,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import llguidance
+import llguidance.torch
 import torch
 
+from engine.guided import TokenMatcher
 from engine.sampling_params import SamplingParams
 
 
@@ -34,6 +38,7 @@ class SamplingState:
     prompt_token_ids: list[int]
     eos_token_ids: tuple[int, ...] = ()
     output_token_ids: list[int] = field(default_factory=list)
+    matcher: TokenMatcher | None = None
     generator: torch.Generator | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -61,6 +66,9 @@ class SamplerOutput:
 class Sampler:
     """Samples the next token for every row of a batch in one call."""
 
+    def __init__(self) -> None:
+        self._executor: llguidance.LLExecutor | None = None  # llguidance's thread pool, made on first use
+
     def __call__(self, logits: torch.Tensor, states: Sequence[SamplingState]) -> SamplerOutput:
         if logits.dim() != 2 or logits.shape[0] != len(states):
             raise ValueError(
@@ -68,6 +76,10 @@ class Sampler:
                 "expected [len(states), vocab_size]"
             )
         penalised = apply_penalties(logits, states)
+        if any(s.matcher is not None for s in states):
+            if self._executor is None:
+                self._executor = llguidance.LLExecutor()
+            penalised = apply_guidance(penalised, states, self._executor)
         token_ids = penalised.argmax(dim=-1)
         rows = [i for i, s in enumerate(states) if not s.params.greedy]
         if rows:
@@ -113,6 +125,50 @@ def apply_penalties(logits: torch.Tensor, states: Sequence[SamplingState]) -> to
 
     _suppress_stop_tokens_before_min_tokens(out, states)
     return out
+
+
+def apply_guidance(
+    logits: torch.Tensor, states: Sequence[SamplingState], executor: llguidance.LLExecutor | None = None
+) -> torch.Tensor:
+    """Set to -inf every token a row's grammar does not allow next (rows without one are untouched).
+
+    The masks of all constrained rows are computed in one parallel llguidance call. Where the
+    grammar allows its end-of-sequence token, every EOS id of the model is allowed. The grammar
+    wins over penalties: when min_tokens (or a logit bias of -inf) has removed every token the
+    grammar allows, the row falls back to the grammar's tokens with their unpenalised scores.
+    """
+    rows = [i for i, s in enumerate(states) if s.matcher is not None]
+    if not rows:
+        return logits
+    vocab = logits.shape[1]
+    bitmask = llguidance.torch.allocate_token_bitmask(len(rows), vocab)
+    matchers = [(states[i].matcher.llg, j) for j, i in enumerate(rows)]
+    if executor is not None and len(rows) > 1:
+        llguidance.torch.fill_next_token_bitmask_par(executor, matchers, bitmask)
+    else:
+        for matcher, j in matchers:
+            llguidance.torch.fill_next_token_bitmask(matcher, bitmask, j)
+    allowed = unpack_bitmask(bitmask, vocab)
+    for j, i in enumerate(rows):
+        eos = [t for t in states[i].matcher.eos_token_ids if t < vocab]
+        if eos and bool(allowed[j, eos[0]]):
+            allowed[j, eos] = True
+    allowed = allowed.to(logits.device)
+    sub = logits[rows]
+    masked = sub.masked_fill(~allowed, float("-inf"))
+    empty = torch.isneginf(masked).all(dim=-1)
+    if bool(empty.any()):
+        masked[empty] = torch.where(allowed[empty], torch.nan_to_num(sub[empty], neginf=0.0), float("-inf"))
+    out = logits.clone()
+    out[rows] = masked
+    return out
+
+
+def unpack_bitmask(bitmask: torch.Tensor, vocab: int) -> torch.Tensor:
+    """[R, ceil(V/32)] int32 bitmask (bit b of word w = token 32w+b) -> [R, V] bool."""
+    shifts = torch.arange(32, dtype=torch.int32)
+    bits = (bitmask.unsqueeze(-1) >> shifts) & 1
+    return bits.reshape(bitmask.shape[0], -1)[:, :vocab].bool()
 
 
 def apply_truncation(logits: torch.Tensor, states: Sequence[SamplingState]) -> torch.Tensor:

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 
 from engine.errors import SamplingParamsError
+from engine.guided import GuidedDecoding
 
 _MAX_TOP_LOGPROBS = 20
 
@@ -17,6 +18,8 @@ class SamplingParams:
     temperature 0 means greedy. top_k 0 (or -1) disables top-k. logprobs=None returns no
     log-probabilities; logprobs=N returns the sampled token's logprob and the N most likely.
     max_tokens=None generates until a stop condition or the end of the context window.
+    guided holds the output to a JSON schema / regex / choice / Lark grammar (engine/guided.py);
+    the request stops when the grammar is complete.
     """
 
     temperature: float = 1.0
@@ -35,6 +38,7 @@ class SamplingParams:
     ignore_eos: bool = False
     logprobs: int | None = None
     skip_special_tokens: bool = True
+    guided: GuidedDecoding | None = None
 
     def __post_init__(self) -> None:
         # Accept lists / a single string from callers, store immutable tuples.
@@ -83,6 +87,8 @@ class SamplingParams:
             raise bad("stop_token_ids", self.stop_token_ids, "token ids >= 0")
         if self.logprobs is not None and not 0 <= self.logprobs <= _MAX_TOP_LOGPROBS:
             raise bad("logprobs", self.logprobs, f"an integer in [0, {_MAX_TOP_LOGPROBS}] or None")
+        if self.guided is not None and not isinstance(self.guided, GuidedDecoding):
+            raise bad("guided", self.guided, "a GuidedDecoding (engine.guided) or None")
         if self.seed is not None and not isinstance(self.seed, int):
             raise bad("seed", self.seed, "an integer or None")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from engine.detokenizer import IncrementalDetokenizer
+from engine.guided import TokenMatcher
 from engine.outputs import RequestOutput, StreamChunk
 from engine.request import Request
 from engine.sampler import SamplingState, TokenLogprob
@@ -18,7 +19,7 @@ class Sequence:
 
     def __init__(
         self, request_id: str, prompt_token_ids: list[int], params: SamplingParams, tokenizer: Tokenizer,
-        max_tokens: int,
+        max_tokens: int, matcher: TokenMatcher | None = None,
     ) -> None:
         self.request_id = request_id
         self.prompt_token_ids = list(prompt_token_ids)
@@ -27,7 +28,7 @@ class Sequence:
         self.request = Request(request_id, self.prompt_token_ids, max_tokens)
         # One list of generated ids, shared by the scheduler's request and the sampler's penalties.
         self.sampling = SamplingState(params, self.prompt_token_ids, tokenizer.eos_token_ids,
-                                      output_token_ids=self.request.output_token_ids)
+                                      output_token_ids=self.request.output_token_ids, matcher=matcher)
         self.detokenizer = IncrementalDetokenizer(tokenizer.hf, self.prompt_token_ids, params.skip_special_tokens)
         self.stopper = StopStringMatcher(params.stop)
         self.eos_token_ids = set() if params.ignore_eos else set(tokenizer.eos_token_ids)
@@ -62,16 +63,22 @@ class Sequence:
             self.logprobs.append(logprob)
         text = ""
         stopped_by_string = False
+        matcher = self.sampling.matcher
         if token_id in self.eos_token_ids:
             self._finish("stop", None)
         elif token_id in self.stop_token_ids:
             self._finish("stop", token_id)
+        elif matcher is not None and not matcher.advance(token_id):
+            # Only a token the grammar masked out gets here (an EOS under ignore_eos): end cleanly.
+            self._finish("stop", None)
         else:
             result = self.stopper.feed(self.detokenizer.add(token_id))
             text = result.text
             if result.stopped:
                 stopped_by_string = True
                 self._finish("stop", result.stop_string)
+            elif matcher is not None and matcher.done:
+                self._finish("stop", None)
             elif len(self.output_token_ids) >= self.max_tokens:
                 self._finish("length", None)
         if self.finished and not stopped_by_string:
