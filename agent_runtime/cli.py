@@ -7,6 +7,7 @@ import logging
 import sys
 
 from agent_runtime import __version__
+from agent_runtime.tool_parsers import parser_names
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="sentence-transformers directory or hub id served on /v1/embeddings "
                             "(default: packaged all-MiniLM-L6-v2)")
     serve.add_argument("--no-embeddings", action="store_true", help="serve no embedding model")
+    serve.add_argument("--tool-parser", default=None, choices=parser_names(), metavar="NAME",
+                       help="tool-call format of the --model models (default: detected from each chat template); "
+                            f"one of {', '.join(parser_names())}")
     serve.set_defaults(func=_run_serve)
     return parser
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from agent_runtime.response_store import ResponseStore
+from agent_runtime.tool_parsers import ToolParser, detect_parser, get_parser
 from engine import AsyncEngine
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ class Runtime:
     ready: bool = True
     in_flight: dict[str, int] = field(default_factory=dict)
     responses: ResponseStore = field(default_factory=ResponseStore)  # the Responses API's stored ones
+    tool_parsers: dict[str, str] = field(default_factory=dict)  # model id -> parser name (else detected)
 
     def engine(self, model: str | None) -> tuple[str, AsyncEngine]:
         """The engine a request's `model` names; the default when it names none."""
@@ -49,6 +51,14 @@ class Runtime:
         if engine is None:
             raise UnknownModelError(f"the model {model!r} does not exist; served: {', '.join(self.engines)}")
         return model, engine
+
+    def tool_parser(self, model: str) -> ToolParser:
+        """The tool-call parser of a served model: the configured one, else detected from its template."""
+        name = self.tool_parsers.get(model)
+        if name:
+            return get_parser(name)
+        engine = self.engines[model]
+        return detect_parser(engine.tokenizer.chat_template, getattr(engine.loaded.config, "model_type", None))
 
     def model_ids(self) -> list[str]:
         """Every model id served: the engines', then the embedding model's."""

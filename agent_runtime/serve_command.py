@@ -14,6 +14,7 @@ import uvicorn
 from agent_runtime.cli import engine_options
 from agent_runtime.openai import create_app
 from agent_runtime.runtime import Runtime, ServerSettings
+from agent_runtime.tool_parsers import parser_names
 from engine import AsyncEngine, EngineConfig
 
 log = logging.getLogger(__name__)
@@ -32,14 +33,14 @@ def model_specs(values: list[str] | None) -> list[tuple[str | None, str | None]]
 
 
 def models_config(path: str) -> list[tuple[str, str | None, dict]]:
-    """A --models-config file: {"id": {"model": SOURCE, <EngineConfig option>: value, ...}, ...}."""
+    """A --models-config file: {"id": {"model": SOURCE, "tool_parser": NAME, <EngineConfig option>: value}}."""
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise ValueError(f"cannot read models config {path}: {exc}") from exc
     if not isinstance(data, dict) or not data:
         raise ValueError(f"models config {path}: expected a non-empty JSON object of model id -> options")
-    allowed = {f.name for f in dataclasses.fields(EngineConfig)}
+    allowed = {f.name for f in dataclasses.fields(EngineConfig)} | {"tool_parser"}
     entries = []
     for model_id, options in data.items():
         if not isinstance(options, dict):
@@ -49,6 +50,10 @@ def models_config(path: str) -> list[tuple[str, str | None, dict]]:
             raise ValueError(f"models config {path}: model {model_id!r} has unknown option(s) {', '.join(unknown)}; "
                              f"valid: {', '.join(sorted(allowed))}")
         options = dict(options)
+        parser = options.get("tool_parser")
+        if parser is not None and parser not in parser_names():
+            raise ValueError(f"models config {path}: model {model_id!r} has unknown tool_parser {parser!r}; "
+                             f"valid: {', '.join(parser_names())}")
         entries.append((model_id, options.pop("model", None), options))
     return entries
 
@@ -61,21 +66,28 @@ def build_runtime(args: argparse.Namespace) -> Runtime:
         cors_origins=tuple(args.cors_origin),
     )
     engines: dict[str, AsyncEngine] = {}
-    entries = [(name, source, {}) for name, source in model_specs(args.model)] if args.model or not args.models_config else []
+    flag = {"tool_parser": args.tool_parser} if getattr(args, "tool_parser", None) else {}
+    entries = [(name, source, flag) for name, source in model_specs(args.model)] \
+        if args.model or not args.models_config else []
     if args.models_config:
         entries += models_config(args.models_config)
+    tool_parsers: dict[str, str] = {}
     for name, source, overrides in entries:
+        overrides = dict(overrides)
+        parser = overrides.pop("tool_parser", None)
         engine = AsyncEngine(EngineConfig(**{**engine_options(args), **overrides, "model": source}))
         model_id = name or engine.loaded.source.name
         if model_id in engines:
             raise ValueError(f"two models are named {model_id!r}: name them with --model ID=MODEL")
         engines[model_id] = engine
+        if parser:
+            tool_parsers[model_id] = parser
     embedder = None
     if not args.no_embeddings:
         from agent_runtime.embeddings import Embedder  # imports sentence-transformers: only when used
 
         embedder = Embedder(args.embedding_model, device=str(next(iter(engines.values())).loaded.device))
-    return Runtime(engines, settings, embedder=embedder)
+    return Runtime(engines, settings, embedder=embedder, tool_parsers=tool_parsers)
 
 
 def run_serve(args: argparse.Namespace) -> int:

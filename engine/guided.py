@@ -62,6 +62,7 @@ class GuidedDecoding:
 
     @classmethod
     def lark(cls, grammar: str) -> GuidedDecoding:
+        """An llguidance Lark grammar (llama.cpp GBNF is accepted too and converted)."""
         return cls("lark", grammar)
 
     def grammar(self) -> str:
@@ -75,7 +76,7 @@ class GuidedDecoding:
         if self.kind == "choice":
             options = json.loads(self.spec)
             return llguidance.LLMatcher.grammar_from_regex("|".join(f"(?:{re.escape(o)})" for o in options))
-        return llguidance.LLMatcher.grammar_from_lark(self.spec)
+        return llguidance.grammar_from("grammar", self.spec)  # Lark, or llama.cpp GBNF converted to Lark
 
 
 class TokenMatcher:
@@ -143,3 +144,30 @@ class GrammarCompiler:
             return guided.grammar()
         except ValueError as exc:
             raise InvalidRequestError(f"invalid {guided.kind.replace('_', ' ')} constraint: {exc}") from None
+
+
+_SUBSCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
+_SUBSCHEMA_MAPS = ("properties", "$defs", "definitions", "patternProperties")
+_SUBSCHEMA_ONE = ("items", "additionalProperties", "not", "contains", "if", "then", "else")
+
+
+def closed_schema(schema: Any) -> Any:
+    """`schema` with additionalProperties: false on every object that lists properties and says
+    nothing about extra ones (OpenAI's strict mode; xgrammar's default). A model held to a schema
+    otherwise may pad an object with invented keys, which the schema allows."""
+    if not isinstance(schema, dict):
+        return schema
+    out = dict(schema)
+    for key in _SUBSCHEMA_LISTS:
+        if isinstance(out.get(key), list):
+            out[key] = [closed_schema(s) for s in out[key]]
+    for key in _SUBSCHEMA_MAPS:
+        if isinstance(out.get(key), dict):
+            out[key] = {name: closed_schema(s) for name, s in out[key].items()}
+    for key in _SUBSCHEMA_ONE:
+        if isinstance(out.get(key), dict):
+            out[key] = closed_schema(out[key])
+    open_keys = ("additionalProperties", "patternProperties", "unevaluatedProperties")
+    if "properties" in out and not any(k in out for k in open_keys):
+        out["additionalProperties"] = False
+    return out

@@ -20,6 +20,17 @@ from agent_runtime.openai.generation import (
 )
 from agent_runtime.openai.protocol import ChatCompletionRequest, ChatMessage
 from agent_runtime.openai.serving import Admission, usage
+from agent_runtime.openai.structured import request_constraint
+from agent_runtime.tool_calling import (
+    TurnOutput,
+    TurnPlan,
+    function_tools,
+    openai_tool_choice,
+    parse_turn,
+    plan_turn,
+    render_prompt,
+)
+from agent_runtime.tool_parsers import MessageDelta, ParsedMessage
 
 router = APIRouter()
 
@@ -81,15 +92,66 @@ def _template_kwargs(body: ChatCompletionRequest) -> dict:
     return kwargs
 
 
+def chat_plan(body: ChatCompletionRequest, engine, parser) -> TurnPlan:
+    """The request's tools, tool_choice, parallel_tool_calls and response format as one plan."""
+    tools = function_tools(body.tools)
+    choice = openai_tool_choice(body.tool_choice or ("auto" if tools else "none"))
+    guided = request_constraint(body, body.response_format)
+    return plan_turn(parser, tools, choice, engine.tokenizer, parallel=body.parallel_tool_calls,
+                     response_format=guided)
+
+
+def openai_message(parsed: ParsedMessage) -> dict:
+    """The chat API's assistant message: content (null beside calls when empty), reasoning, tool calls."""
+    message: dict = {"role": "assistant", "content": parsed.content or (None if parsed.tool_calls else "")}
+    if parsed.reasoning:
+        message["reasoning_content"] = parsed.reasoning
+    if parsed.tool_calls:
+        message["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in parsed.tool_calls
+        ]
+    return message
+
+
+def openai_delta(delta: MessageDelta) -> dict:
+    out: dict = {}
+    if delta.content:
+        out["content"] = delta.content
+    if delta.reasoning:
+        out["reasoning_content"] = delta.reasoning
+    if delta.tool_calls:
+        calls = []
+        for c in delta.tool_calls:
+            call: dict = {"index": c.index}
+            if c.id:
+                call["id"], call["type"] = c.id, "function"
+            function = {}
+            if c.name:
+                function["name"] = c.name
+            if c.arguments or c.name:
+                function["arguments"] = c.arguments
+            call["function"] = function
+            calls.append(call)
+        out["tool_calls"] = calls
+    return out
+
+
+def finish_reason(engine_reason: str | None, has_calls: bool) -> str | None:
+    return "tool_calls" if has_calls and engine_reason == "stop" else engine_reason
+
+
 @router.post("/v1/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, request: Request):
     admission = Admission.begin(request, body.model)
     try:
         engine = admission.engine
-        prompt_ids = engine.tokenizer.encode_chat(template_messages(body.messages), body.tools,
-                                                  **_template_kwargs(body))
+        plan = chat_plan(body, engine, request.app.state.runtime.tool_parser(admission.model))
+        prompt_ids, in_reasoning = render_prompt(engine.tokenizer, template_messages(body.messages), plan,
+                                                 **_template_kwargs(body))
         logprobs = (body.top_logprobs or 0) if body.logprobs else None
-        params = [sampling_params(body, logprobs, body.max_completion_tokens or body.max_tokens, i)
+        params = [sampling_params(body, logprobs, body.max_completion_tokens or body.max_tokens, i,
+                                  guided=plan.guided, skip_special_tokens=plan.skip_special_tokens)
                   for i in range(body.n)]
         engine.check(prompt_ids, params[0])
     except BaseException:
@@ -98,7 +160,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
     meta = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": admission.model}
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        events = _stream(admission, prompt_ids, params, meta, body.logprobs, include_usage)
+        outputs = [TurnOutput(plan, in_reasoning) for _ in params]
+        events = _stream(admission, prompt_ids, params, meta, body.logprobs, include_usage, outputs)
         keepalive = request.app.state.runtime.settings.keepalive_s
         return StreamingResponse(with_keepalive(events, keepalive), media_type="text/event-stream")
     try:
@@ -106,22 +169,23 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
         results = await run_choices(engine, prompt_ids, params)
     finally:
         admission.end()
-    choices = [
-        {
+    choices = []
+    for r in results:
+        parsed = parse_turn(plan, r.text, in_reasoning)
+        choices.append({
             "index": r.index,
-            "message": {"role": "assistant", "content": r.text},
+            "message": openai_message(parsed),
             "logprobs": chat_logprobs(engine, r.logprobs) if body.logprobs else None,
-            "finish_reason": r.finish_reason,
-        }
-        for r in results
-    ]
+            "finish_reason": finish_reason(r.finish_reason, bool(parsed.tool_calls)),
+        })
     completion = sum(len(r.token_ids) for r in results)
     first = min((r.first_token_at for r in results if r.first_token_at), default=None)
     return {**meta, "object": "chat.completion", "choices": choices,
             "usage": usage(len(prompt_ids), completion, start, first)}
 
 
-async def _stream(admission: Admission, prompt_ids, params, meta, want_logprobs: bool, include_usage: bool):
+async def _stream(admission: Admission, prompt_ids, params, meta, want_logprobs: bool, include_usage: bool,
+                  outputs: list[TurnOutput]):
     engine = admission.engine
     chunk_meta = {**meta, "object": "chat.completion.chunk"}
     start = time.perf_counter()
@@ -136,13 +200,17 @@ async def _stream(admission: Admission, prompt_ids, params, meta, want_logprobs:
             async for index, chunk in stream_choices(engine, prompt_ids, params):
                 first = first or time.perf_counter()
                 completion += len(chunk.token_ids)
-                if not (chunk.text or chunk.finish_reason or (want_logprobs and chunk.logprobs)):
+                output = outputs[index]
+                delta = openai_delta(output.feed(chunk.text))
+                if chunk.finish_reason:
+                    delta = _merge(delta, openai_delta(output.finish()))
+                if not (delta or chunk.finish_reason or (want_logprobs and chunk.logprobs)):
                     continue
                 choice = {
                     "index": index,
-                    "delta": {"content": chunk.text} if chunk.text else {},
+                    "delta": delta,
                     "logprobs": chat_logprobs(engine, chunk.logprobs or []) if want_logprobs else None,
-                    "finish_reason": chunk.finish_reason,
+                    "finish_reason": finish_reason(chunk.finish_reason, output.has_calls),
                 }
                 yield sse({**chunk_meta, "choices": [choice]})
         except Exception as exc:  # noqa: BLE001 - reported in-stream: the status line is already sent
@@ -153,3 +221,14 @@ async def _stream(admission: Admission, prompt_ids, params, meta, want_logprobs:
         yield sse("[DONE]")
     finally:
         admission.end()
+
+
+def _merge(a: dict, b: dict) -> dict:
+    """Two OpenAI deltas as one (the last text chunk and what the parser released at the end)."""
+    out = dict(a)
+    for key in ("content", "reasoning_content"):
+        if key in b:
+            out[key] = out.get(key, "") + b[key]
+    if "tool_calls" in b:
+        out["tool_calls"] = [*out.get("tool_calls", []), *b["tool_calls"]]
+    return out

@@ -19,6 +19,7 @@ from agent_runtime.openai.generation import (
 )
 from agent_runtime.openai.protocol import CompletionRequest
 from agent_runtime.openai.serving import Admission, usage
+from agent_runtime.openai.structured import request_constraint
 
 router = APIRouter()
 
@@ -60,7 +61,8 @@ async def completions(body: CompletionRequest, request: Request):
     try:
         engine = admission.engine
         prompts = [engine.tokenizer.encode(p) if isinstance(p, str) else p for p in _prompts(body.prompt)]
-        params = [sampling_params(body, body.logprobs, body.max_tokens or 16, i) for i in range(body.n)]
+        guided = request_constraint(body, body.response_format)
+        params = [sampling_params(body, body.logprobs, body.max_tokens or 16, i, guided=guided) for i in range(body.n)]
         for prompt_ids in prompts:
             engine.check(prompt_ids, params[0])
     except BaseException:

@@ -11,10 +11,14 @@ from dataclasses import dataclass, field
 from agent_runtime.openai.errors import ApiError
 from agent_runtime.openai.protocol import SamplingFields
 from engine import AsyncEngine, SamplingParams, StreamChunk
+from engine.guided import GuidedDecoding
 from engine.sampler import TokenLogprob
 
 
-def sampling_params(req: SamplingFields, logprobs: int | None, max_tokens: int | None, index: int) -> SamplingParams:
+def sampling_params(
+    req: SamplingFields, logprobs: int | None, max_tokens: int | None, index: int, *,
+    guided: GuidedDecoding | None = None, skip_special_tokens: bool = True,
+) -> SamplingParams:
     """SamplingParams for choice `index` (a seeded request gives each choice its own seed)."""
     for name in ("seed", "top_k"):  # the sampler hands them to torch as 64-bit integers
         value = getattr(req, name)
@@ -38,6 +42,8 @@ def sampling_params(req: SamplingFields, logprobs: int | None, max_tokens: int |
         stop_token_ids=tuple(req.stop_token_ids or ()),
         ignore_eos=req.ignore_eos,
         logprobs=logprobs,
+        guided=guided,
+        skip_special_tokens=skip_special_tokens,
     )
 
 

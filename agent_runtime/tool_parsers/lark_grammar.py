@@ -10,6 +10,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from engine.guided import closed_schema
+
 from .base import FunctionTool, SpecialToken
 
 # Fixed whitespace; keywords llguidance does not implement (e.g. some "format"s) are ignored rather
@@ -35,8 +37,12 @@ def json_value(schema: dict[str, Any]) -> str:
 
 
 def call_object_schema(tool: FunctionTool, arguments_key: str) -> dict[str, Any]:
-    """`{"name": <tool name>, "<arguments_key>": <arguments>}`, exactly those keys in that order."""
-    parameters = {k: v for k, v in tool.parameters.items() if k not in _DEFINITIONS}
+    """`{"name": <tool name>, "<arguments_key>": <arguments>}`, exactly those keys in that order.
+
+    Objects in the arguments that do not say otherwise get no extra keys (closed_schema): a forced
+    call holds to the declared parameters, as OpenAI's strict mode does.
+    """
+    parameters = {k: v for k, v in closed_schema(tool.parameters).items() if k not in _DEFINITIONS}
     schema: dict[str, Any] = {
         "type": "object",
         "properties": {"name": {"const": tool.name}, arguments_key: parameters},
@@ -44,7 +50,7 @@ def call_object_schema(tool: FunctionTool, arguments_key: str) -> dict[str, Any]
         "additionalProperties": False,
     }
     # References like "#/$defs/X" point at the root, which is now this wrapper.
-    schema.update({k: tool.parameters[k] for k in _DEFINITIONS if k in tool.parameters})
+    schema.update({k: closed_schema(tool.parameters[k]) for k in _DEFINITIONS if k in tool.parameters})
     return schema
 
 
