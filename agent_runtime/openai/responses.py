@@ -20,7 +20,17 @@ from agent_runtime.openai.errors import ApiError, to_api_error
 from agent_runtime.openai.generation import sampling_params, with_keepalive
 from agent_runtime.openai.protocol import ChatMessage, SamplingFields
 from agent_runtime.openai.serving import Admission, usage
+from agent_runtime.openai.structured import request_constraint
 from agent_runtime.response_store import ResponseStore, StoredResponse
+from agent_runtime.tool_calling import (
+    TurnOutput,
+    TurnPlan,
+    function_tools,
+    openai_tool_choice,
+    plan_turn,
+    render_prompt,
+)
+from agent_runtime.tool_parsers import MessageDelta
 from engine import SamplingParams
 
 log = logging.getLogger(__name__)
@@ -42,6 +52,7 @@ class ResponseRequest(SamplingFields):
     tool_choice: str | dict[str, Any] = "auto"
     parallel_tool_calls: bool = True
     metadata: dict[str, str] | None = None
+    text: dict[str, Any] | None = None  # {"format": {"type": "text" | "json_object" | "json_schema", ...}}
     n: Literal[1] = 1  # one output per response
 
 
@@ -67,6 +78,8 @@ def _item(item: dict, index: int) -> dict:
             raise ApiError(400, f"{where}: a function_call item needs string call_id, name and arguments",
                            param=f"input.{index}")
         return {"type": "function_call", "call_id": call_id, "name": name, "arguments": arguments}
+    if kind == "reasoning":
+        return {"type": "reasoning", "id": item.get("id"), "summary": [], "content": []}
     if kind == "function_call_output":
         call_id, output = item.get("call_id"), item.get("output")
         if isinstance(output, list):
@@ -100,6 +113,8 @@ def chat_messages(instructions: str | None, items: list[dict]) -> list[ChatMessa
     """A conversation of items as chat messages; consecutive function calls join one assistant turn."""
     messages: list[dict] = [{"role": "system", "content": instructions}] if instructions else []
     for item in items:
+        if item["type"] == "reasoning":
+            continue  # earlier turns' reasoning is not shown to the model again
         if item["type"] == "message":
             messages.append({"role": item["role"], "content": _text(item["content"])})
         elif item["type"] == "function_call":
@@ -114,31 +129,115 @@ def chat_messages(instructions: str | None, items: list[dict]) -> list[ChatMessa
     return [ChatMessage(**m) for m in messages]
 
 
-def chat_tools(tools: list[dict] | None) -> list[dict] | None:
-    """Responses function tools ({type, name, parameters}) in the chat form templates expect."""
-    if not tools:
-        return None
-    out = []
-    for i, tool in enumerate(tools):
-        named = isinstance(tool.get("name"), str) or isinstance(tool.get("function"), dict)
-        if tool.get("type") != "function" or not named:
-            raise ApiError(400, f"tools[{i}]: tool type {tool.get('type')!r} is not supported; only function "
-                           "tools (with a name) are", param=f"tools.{i}", code="unsupported_tool")
-        if "function" in tool:  # already in the chat form
-            out.append(tool)
-            continue
-        function = {k: tool[k] for k in ("name", "description", "parameters") if tool.get(k) is not None}
-        out.append({"type": "function", "function": function})
-    return out
+class OutputItems:
+    """The response's output items as they form, and the stream events that describe them.
+
+    Message deltas open items in the order the model writes them: a reasoning item, a message with
+    one output_text part, one function_call item per call. Each item is closed (its `.done` events)
+    when the next one opens or the response ends.
+    """
+
+    def __init__(self, event) -> None:
+        self._event = event
+        self.items: list[dict] = []
+        self._open: dict | None = None
+        self._calls: dict[int, dict] = {}
+
+    def feed(self, delta: MessageDelta) -> list[dict]:
+        events: list[dict] = []
+        if delta.reasoning:
+            item = self._ensure("reasoning", events)
+            item["content"][0]["text"] += delta.reasoning
+            events.append(self._event("response.reasoning_text.delta", delta=delta.reasoning, content_index=0,
+                                      **self._at(item)))
+        if delta.content:
+            item = self._ensure("message", events)
+            item["content"][0]["text"] += delta.content
+            events.append(self._event("response.output_text.delta", delta=delta.content, logprobs=[],
+                                      content_index=0, **self._at(item)))
+        for call in delta.tool_calls:
+            item = self._calls.get(call.index)
+            if item is None:
+                item = self._calls[call.index] = self._start(
+                    {"type": "function_call", "id": f"fc_{uuid.uuid4().hex}", "call_id": call.id or "",
+                     "name": call.name or "", "arguments": "", "status": "in_progress"}, events)
+            if call.arguments:
+                item["arguments"] += call.arguments
+                events.append(self._event("response.function_call_arguments.delta", delta=call.arguments,
+                                          **self._at(item)))
+        return events
+
+    def close(self, status: str = "completed") -> list[dict]:
+        """End the open item; with no item at all, an empty message (every response has one output)."""
+        events: list[dict] = []
+        if not self.items:
+            self._ensure("message", events)
+        self._close(events, status)
+        return events
+
+    def snapshot(self, status: str) -> list[dict]:
+        """The items as they stand, the unfinished one marked `status` (for a cancelled response)."""
+        return [{**item, "status": status} if item is self._open else item for item in self.items]
+
+    @property
+    def has_calls(self) -> bool:
+        return bool(self._calls)
+
+    def _at(self, item: dict) -> dict:
+        return {"item_id": item["id"], "output_index": self.items.index(item)}
+
+    def _ensure(self, kind: str, events: list[dict]) -> dict:
+        if self._open is not None and self._open["type"] == kind:
+            return self._open
+        if kind == "reasoning":
+            item = {"type": "reasoning", "id": f"rs_{uuid.uuid4().hex}", "summary": [], "status": "in_progress",
+                    "content": [{"type": "reasoning_text", "text": ""}]}
+            return self._start(item, events)
+        item = {"type": "message", "id": f"msg_{uuid.uuid4().hex}", "status": "in_progress", "role": "assistant",
+                "content": []}
+        self._start(item, events)
+        part = {"type": "output_text", "text": "", "annotations": []}
+        events.append(self._event("response.content_part.added", part=dict(part), content_index=0,
+                                  **self._at(item)))
+        item["content"].append(part)
+        return item
+
+    def _start(self, item: dict, events: list[dict]) -> dict:
+        self._close(events, "completed")
+        added = {**item, "content": []} if "content" in item and item["type"] == "message" else dict(item)
+        self.items.append(item)
+        self._open = item
+        events.append(self._event("response.output_item.added", item=added, output_index=len(self.items) - 1))
+        return item
+
+    def _close(self, events: list[dict], status: str) -> None:
+        item, self._open = self._open, None
+        if item is None:
+            return
+        at = self._at(item)
+        if item["type"] == "message":
+            part = item["content"][0]
+            events.append(self._event("response.output_text.done", text=part["text"], logprobs=[], content_index=0,
+                                      **at))
+            events.append(self._event("response.content_part.done", part=part, content_index=0, **at))
+        elif item["type"] == "reasoning":
+            events.append(self._event("response.reasoning_text.done", text=item["content"][0]["text"],
+                                      content_index=0, **at))
+        else:
+            events.append(self._event("response.function_call_arguments.done", arguments=item["arguments"],
+                                      name=item["name"], **at))
+        item["status"] = status
+        events.append(self._event("response.output_item.done", item=item, output_index=at["output_index"]))
 
 
 class ResponseRun:
     """One response being generated: its events, its final object, and its store entry meanwhile."""
 
-    def __init__(self, admission: Admission, prompt_ids: list[int], params: SamplingParams, base: dict) -> None:
+    def __init__(self, admission: Admission, prompt_ids: list[int], params: SamplingParams, base: dict,
+                 output: TurnOutput) -> None:
         self.admission, self.prompt_ids, self.params, self.base = admission, prompt_ids, params, base
-        self.item_id = f"msg_{uuid.uuid4().hex}"
-        self.text = ""
+        self.turn = output
+        self.items = OutputItems(self._event)
         self.output_tokens = 0
         self.start = time.perf_counter()
         self.first_token_at: float | None = None
@@ -156,7 +255,7 @@ class ResponseRun:
         return {**self.base, "status": "in_progress", "output": [], "usage": None}
 
     def cancel(self) -> dict:
-        """Stop generating; the response ends as "cancelled" with the text sent so far."""
+        """Stop generating; the response ends as "cancelled" with the output so far."""
         if self.final is None:
             self.admission.engine.abort(self.id)
             self._finish("cancelled")
@@ -172,9 +271,13 @@ class ResponseRun:
     def _finish(self, status: str, **fields) -> None:
         """Fix the final response object (with the output so far) and store it."""
         u = usage(len(self.prompt_ids), self.output_tokens, self.start, self.first_token_at)
+        output = self.items.items if status == "completed" else self.items.snapshot("incomplete")
+        if not output:
+            output = [{"type": "message", "id": f"msg_{uuid.uuid4().hex}", "status": "incomplete",
+                       "role": "assistant", "content": [{"type": "output_text", "text": "", "annotations": []}]}]
         self.final = {
             **self.base, "status": status, "completed_at": int(time.time()),
-            "output": [self._message("completed" if status == "completed" else "incomplete")],
+            "output": output,
             "usage": {
                 "input_tokens": u["prompt_tokens"], "output_tokens": u["completion_tokens"],
                 "total_tokens": u["total_tokens"],
@@ -188,26 +291,15 @@ class ResponseRun:
         if self.entry is not None:
             self.entry.response, self.entry.cancel = self.final, None
 
-    def _message(self, status: str, with_text: bool = True) -> dict:
-        content = [self._part()] if with_text else []
-        return {"type": "message", "id": self.item_id, "status": status, "role": "assistant", "content": content}
-
-    def _part(self, text: str | None = None) -> dict:
-        return {"type": "output_text", "text": self.text if text is None else text, "annotations": []}
-
     def _event(self, type_: str, **fields) -> dict:
         self.sequence += 1
         return {"type": type_, "sequence_number": self.sequence - 1, **fields}
 
     async def events(self) -> AsyncIterator[dict]:
         """The stream's events, from response.created to the terminal one; generates as it goes."""
-        at = {"output_index": 0}
-        at_part = {"item_id": self.item_id, **at, "content_index": 0}
         try:
             yield self._event("response.created", response=self.in_progress())
             yield self._event("response.in_progress", response=self.in_progress())
-            yield self._event("response.output_item.added", item=self._message("in_progress", False), **at)
-            yield self._event("response.content_part.added", part=self._part(""), **at_part)
             finish_reason = None
             if self.final is None:  # not cancelled before it began
                 try:
@@ -219,21 +311,22 @@ class ResponseRun:
                             self.first_token_at = self.first_token_at or time.perf_counter()
                             self.output_tokens += len(chunk.token_ids)
                             finish_reason = chunk.finish_reason
-                            if chunk.text:
-                                self.text += chunk.text
-                                yield self._event("response.output_text.delta", delta=chunk.text, logprobs=[],
-                                                  **at_part)
+                            for event in self.items.feed(self.turn.feed(chunk.text)):
+                                yield event
+                            if chunk.finish_reason:
+                                for event in self.items.feed(self.turn.finish()):
+                                    yield event
                 except Exception as exc:  # noqa: BLE001 - ends the response as failed, reported below
                     self.error = exc
             if self.final is None:
+                if self.error is None:
+                    closing = self.items.close("completed" if finish_reason not in ("length", "abort")
+                                               else "incomplete")
+                    for event in closing:
+                        yield event
                 self._finish_as(finish_reason)
-            final = self.final
-            if final["status"] != "failed":
-                yield self._event("response.output_text.done", text=self.text, logprobs=[], **at_part)
-                yield self._event("response.content_part.done", part=self._part(), **at_part)
-                yield self._event("response.output_item.done", item=final["output"][0], **at)
             terminal = {"completed": "response.completed", "failed": "response.failed"}
-            yield self._event(terminal.get(final["status"], "response.incomplete"), response=final)
+            yield self._event(terminal.get(self.final["status"], "response.incomplete"), response=self.final)
         finally:
             self.close()
 
@@ -249,23 +342,35 @@ class ResponseRun:
             self._finish("completed")
 
 
+def response_plan(body: ResponseRequest, engine, parser) -> TurnPlan:
+    """tools (flat function tools), tool_choice, parallel_tool_calls and text.format as one plan."""
+    tools = function_tools(body.tools, flat=True)
+    choice = openai_tool_choice(body.tool_choice if tools or body.tool_choice != "auto" else "none", flat=True)
+    text_format = (body.text or {}).get("format") if isinstance(body.text, dict) else None
+    guided = request_constraint(body, text_format, flat=True, param="text.format")
+    return plan_turn(parser, tools, choice, engine.tokenizer, parallel=body.parallel_tool_calls,
+                     response_format=guided)
+
+
 @router.post("/v1/responses")
 async def create_response(body: ResponseRequest, request: Request):
     store: ResponseStore = request.app.state.runtime.responses
     items = input_items(body.input)
     if body.previous_response_id is not None:
         items = [*_previous(store, body.previous_response_id).conversation, *items]
-    tools = chat_tools(body.tools)
     admission = Admission.begin(request, body.model)
     try:
         engine = admission.engine
-        prompt_ids = engine.tokenizer.encode_chat(template_messages(chat_messages(body.instructions, items)), tools)
-        params = sampling_params(body, None, body.max_output_tokens, 0)
+        plan = response_plan(body, engine, request.app.state.runtime.tool_parser(admission.model))
+        messages = template_messages(chat_messages(body.instructions, items))
+        prompt_ids, in_reasoning = render_prompt(engine.tokenizer, messages, plan)
+        params = sampling_params(body, None, body.max_output_tokens, 0, guided=plan.guided,
+                                 skip_special_tokens=plan.skip_special_tokens)
         engine.check(prompt_ids, params)
     except BaseException:
         admission.end()
         raise
-    run = ResponseRun(admission, prompt_ids, params, _base(body, admission.model))
+    run = ResponseRun(admission, prompt_ids, params, _base(body, admission.model), TurnOutput(plan, in_reasoning))
     if body.store:
         run.entry = store.put(StoredResponse(run.in_progress(), items, run.cancel))
     if body.stream:
@@ -335,7 +440,7 @@ def _base(body: ResponseRequest, model: str) -> dict:
         "temperature": 1.0 if body.temperature is None else body.temperature,
         "top_p": 1.0 if body.top_p is None else body.top_p, "max_output_tokens": body.max_output_tokens,
         "tools": body.tools or [], "tool_choice": body.tool_choice, "parallel_tool_calls": body.parallel_tool_calls,
-        "text": {"format": {"type": "text"}}, "truncation": "disabled", "error": None, "incomplete_details": None,
+        "text": body.text or {"format": {"type": "text"}}, "truncation": "disabled", "error": None, "incomplete_details": None,
         "completed_at": None,
     }
 
