@@ -154,7 +154,20 @@ def plan_turn(
                                       "the output is the call")
         grammar = parser.grammar(offered, special_token_lookup(tokenizer), parallel=parallel)
         guided = GuidedDecoding.lark(grammar)
+    elif response_format is None and parser.auto_strict and any(t.strict for t in offered):
+        # Strict tools under auto: free text, or calls whose strict arguments follow their schemas.
+        loose = [t if t.strict else replace(t, parameters={"type": "object"}) for t in offered]
+        calls = parser.grammar(loose, special_token_lookup(tokenizer), parallel=parallel)
+        guided = GuidedDecoding.lark(free_text_or(calls, parser.call_start))
     return TurnPlan(parser, tuple(offered), True, guided, parallel)
+
+
+def free_text_or(call_grammar: str, call_start: str | None) -> str:
+    """A Lark grammar: any text that does not begin a call (see ToolParser.call_start), or the calls."""
+    if not call_grammar.startswith("start:"):
+        raise ValueError("a parser's call grammar must begin with its start rule")
+    free = "/(?s:.*)/" + (f" & ~/{call_start}/" if call_start else "")
+    return f"start: FREE | calls\nFREE: {free}\ncalls:{call_grammar[len('start:'):]}"
 
 
 def special_token_lookup(tokenizer: Tokenizer):

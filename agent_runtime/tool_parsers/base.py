@@ -102,6 +102,12 @@ class ToolParser(ABC):
     name: ClassVar[str]
     # False when the format's markers are special tokens a normal decode would drop.
     skip_special_tokens: ClassVar[bool] = True
+    # Strict tools under tool_choice="auto" (tool_calling.plan_turn): the output is either free text
+    # or calls that follow `grammar`. `call_start` is a regex of the free text that would begin a call
+    # (free text may not match it); None when calls begin with a special token, which free text
+    # cannot produce. False `auto_strict` for formats where every message is markup (Harmony).
+    call_start: ClassVar[str | None] = None
+    auto_strict: ClassVar[bool] = True
 
     @abstractmethod
     def stream(self, *, in_reasoning: bool = False) -> ParserStream:

@@ -22,6 +22,7 @@ CODE_FENCE, JSON_FENCE, FENCE_END = "```tool_code", "```json", "```"
 
 class GemmaToolParser(ToolParser):
     name = "gemma"
+    call_start = r"(?s:\s*[\[{].*)|(?s:.*```(tool_code|json).*)"
 
     def stream(self, *, in_reasoning: bool = False) -> ParserStream:
         return _GemmaStream(self.new_call_id, in_reasoning=in_reasoning)

@@ -31,6 +31,7 @@ _CHANNEL_NAME = re.compile(r"\s*([^\s<]*)")
 class HarmonyToolParser(ToolParser):
     name = "harmony"
     skip_special_tokens = False
+    auto_strict = False
 
     def stream(self, *, in_reasoning: bool = False) -> ParserStream:
         return _HarmonyStream(self.new_call_id, in_reasoning=in_reasoning)

@@ -19,6 +19,7 @@ OPEN, CLOSE = "<tool_call>", "</tool_call>"
 
 class HermesToolParser(ToolParser):
     name = "hermes"
+    call_start = r"(?s:.*<tool_call>.*)"
 
     def stream(self, *, in_reasoning: bool = False) -> ParserStream:
         return _HermesStream(self.new_call_id, in_reasoning=in_reasoning)

@@ -19,6 +19,7 @@ SEPARATOR = "; "
 class Llama3JsonToolParser(ToolParser):
     name = "llama3_json"
     skip_special_tokens = False
+    call_start = r"(?s:\s*[\[{].*)"
 
     def stream(self, *, in_reasoning: bool = False) -> ParserStream:
         return _Llama3JsonStream(self.new_call_id, in_reasoning=in_reasoning)

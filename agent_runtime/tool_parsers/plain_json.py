@@ -17,6 +17,7 @@ FENCE, FENCE_END = "```json", "```"
 
 class JsonToolParser(ToolParser):
     name = "json"
+    call_start = r"(?s:\s*(```json\s*)?[\[{].*)"
 
     def stream(self, *, in_reasoning: bool = False) -> ParserStream:
         return _JsonStream(self.new_call_id, in_reasoning=in_reasoning)

@@ -258,3 +258,14 @@ def test_bad_tool_and_format_requests_get_a_400_naming_the_problem(client, kwarg
     with pytest.raises(openai.BadRequestError) as info:
         client.chat.completions.create(model=MODEL, messages=ASK, max_tokens=8, extra_body=extra or None, **kwargs)
     assert param_or_text in info.value.body["message"]
+
+
+def test_strict_tool_under_auto_either_answers_or_calls_validly(client):
+    strict = {"type": "function", "function": {**WEATHER["function"], "strict": True}}
+    response = client.chat.completions.create(model=MODEL, messages=ASK, tools=[strict, TIME], n=12,
+                                              temperature=1.0, seed=7, max_tokens=120, parallel_tool_calls=False)
+    for choice in response.choices:  # (which of the two the small model picks is its business)
+        for call in choice.message.tool_calls or []:
+            if call.function.name == "get_weather":
+                jsonschema.validate(json.loads(call.function.arguments), SCHEMAS["get_weather"])
+        assert "<tool_call>" not in (choice.message.content or "")

@@ -17,7 +17,7 @@ from agent_runtime.tool_calling import (
 )
 from agent_runtime.tool_parsers import ToolCall, get_parser
 from engine import InvalidRequestError
-from engine.guided import closed_schema
+from engine.guided import GrammarCompiler, closed_schema
 from engine.tokenizer import Tokenizer
 from tests.engine.tiny_models import byte_tokenizer
 
@@ -117,6 +117,32 @@ def test_plans(tokenizer):
         plan_turn(parser, tools, ToolChoice("required", ("missing",)), tokenizer)
     with pytest.raises(InvalidRequestError, match="no tools"):
         plan_turn(parser, [], ToolChoice("required"), tokenizer)
+
+
+@pytest.mark.parametrize(
+    ("text", "accepted"),
+    [
+        ("Paris is sunny today.", True),
+        ('<tool_call>\n{"name": "book", "arguments": {"city": "Rome", "traveller": {"name": "Al"}}}\n</tool_call>',
+         True),
+        ('<tool_call>\n{"name": "book", "arguments": {"city": "Rome"}}\n</tool_call>', False),  # required
+        ('<tool_call>\n{"name": "book", "arguments": {"city": "Rome", "traveller": {"name": "Al"}, "x": 1}}'
+         "\n</tool_call>", False),  # closed
+        ('<tool_call>\n{"name": "other", "arguments": {"anything": [1]}}\n</tool_call>', True),  # not strict
+        ("Sure: <tool_call> whatever", False),  # markup only as a call
+    ],
+)
+def test_strict_tools_under_auto_allow_text_or_valid_calls(tokenizer, text, accepted):
+    import llguidance
+
+    tools = function_tools([{"type": "function", "function": {"name": "book", "parameters": NESTED, "strict": True}},
+                            {"type": "function", "function": {"name": "other"}}])
+    plan = plan_turn(get_parser("hermes"), tools, ToolChoice(), tokenizer, parallel=False)
+    assert plan.guided is not None
+    compiler = GrammarCompiler(tokenizer.hf, len(tokenizer.hf), tokenizer.eos_token_ids)
+    matcher = compiler.matcher(plan.guided).llg
+    ok = matcher.consume_tokens(tokenizer.encode(text, add_special_tokens=False)) and matcher.is_accepting()
+    assert ok == accepted, llguidance.LLMatcher.get_error(matcher)
 
 
 def test_function_tools_validation():
