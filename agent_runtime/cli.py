@@ -59,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tool-parser", default=None, choices=parser_names(), metavar="NAME",
                        help="tool-call format of the --model models (default: detected from each chat template); "
                             f"one of {', '.join(parser_names())}")
+    serve.add_argument("--mcp-config", default=None, metavar="FILE",
+                       help="MCP servers whose tools the model may call (mistral.rs or Claude Desktop JSON; "
+                            "default: $MCP_CONFIG_PATH); see mcp-config.example.json")
+    serve.add_argument("--max-tool-rounds", type=int, default=8,
+                       help="most agent-loop rounds of server-side tool calls per request (default 8)")
     serve.set_defaults(func=_run_serve)
     return parser
 

@@ -6,12 +6,15 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from agent_runtime.agent import DEFAULT_MAX_TOOL_ROUNDS
 from agent_runtime.response_store import ResponseStore
 from agent_runtime.tool_parsers import ToolParser, detect_parser, get_parser
 from engine import AsyncEngine
+from tools import ToolRegistry
 
 if TYPE_CHECKING:
     from agent_runtime.embeddings import Embedder
+    from agent_runtime.mcp_client import McpClientPool
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +32,7 @@ class ServerSettings:
     keepalive_s: float = 10.0
     cors_origins: tuple[str, ...] = ()
     max_body_bytes: int = 50 * 2**20
+    max_tool_rounds: int = DEFAULT_MAX_TOOL_ROUNDS  # agent-loop rounds with server-side tools, per request
 
 
 @dataclass
@@ -42,6 +46,8 @@ class Runtime:
     in_flight: dict[str, int] = field(default_factory=dict)
     responses: ResponseStore = field(default_factory=ResponseStore)  # the Responses API's stored ones
     tool_parsers: dict[str, str] = field(default_factory=dict)  # model id -> parser name (else detected)
+    registry: ToolRegistry = field(default_factory=ToolRegistry)  # server-side tools (MCP, web search)
+    mcp_pool: McpClientPool | None = None  # started and stopped with the app (create_app's lifespan)
 
     def engine(self, model: str | None) -> tuple[str, AsyncEngine]:
         """The engine a request's `model` names; the default when it names none."""

@@ -12,6 +12,8 @@ from pathlib import Path
 import uvicorn
 
 from agent_runtime.cli import engine_options
+from agent_runtime.config import load_mcp_config, resolve_mcp_config_path
+from agent_runtime.mcp_client import McpClientPool
 from agent_runtime.openai import create_app
 from agent_runtime.runtime import Runtime, ServerSettings
 from agent_runtime.tool_parsers import parser_names
@@ -64,7 +66,12 @@ def build_runtime(args: argparse.Namespace) -> Runtime:
         max_waiting=args.max_waiting,
         keepalive_s=args.keepalive,
         cors_origins=tuple(args.cors_origin),
+        max_tool_rounds=args.max_tool_rounds,
     )
+    if args.max_tool_rounds < 1:
+        raise ValueError(f"invalid --max-tool-rounds {args.max_tool_rounds}: must be >= 1")
+    mcp_config_path = resolve_mcp_config_path(args.mcp_config)
+    mcp_config = load_mcp_config(mcp_config_path) if mcp_config_path else None  # bad files fail before loading
     engines: dict[str, AsyncEngine] = {}
     flag = {"tool_parser": args.tool_parser} if getattr(args, "tool_parser", None) else {}
     entries = [(name, source, flag) for name, source in model_specs(args.model)] \
@@ -87,7 +94,12 @@ def build_runtime(args: argparse.Namespace) -> Runtime:
         from agent_runtime.embeddings import Embedder  # imports sentence-transformers: only when used
 
         embedder = Embedder(args.embedding_model, device=str(next(iter(engines.values())).loaded.device))
-    return Runtime(engines, settings, embedder=embedder, tool_parsers=tool_parsers)
+    runtime = Runtime(engines, settings, embedder=embedder, tool_parsers=tool_parsers)
+    if mcp_config is not None:
+        runtime.mcp_pool = McpClientPool(mcp_config, runtime.registry)
+        log.info("MCP: %d server(s) from %s, connected in the background", len(mcp_config.servers),
+                 mcp_config_path)
+    return runtime
 
 
 def run_serve(args: argparse.Namespace) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hmac
 import time
 
@@ -60,7 +62,18 @@ class BodyLimit:
 
 
 def create_app(runtime: Runtime) -> FastAPI:
-    app = FastAPI(title="agent-runtime", version=__version__,
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        # The MCP pool lives on the server's event loop: connect at start-up (never blocking it), stop after.
+        if runtime.mcp_pool is not None:
+            await runtime.mcp_pool.start()
+        try:
+            yield
+        finally:
+            if runtime.mcp_pool is not None:
+                await runtime.mcp_pool.stop()
+
+    app = FastAPI(title="agent-runtime", version=__version__, lifespan=lifespan,
                   description="OpenAI-compatible API of the MCP-native agent runtime")
     app.state.runtime = runtime
     install_handlers(app)
@@ -89,6 +102,16 @@ def create_app(runtime: Runtime) -> FastAPI:
             return _model_card(model_id)
         model, _ = runtime.engine(model_id)
         return _model_card(model)
+
+    @v1.get("/v1/tools")
+    async def list_tools():
+        """Server-side tools (MCP servers, web search): name, description, input schema, source and state."""
+        states = {f"mcp:{s.id}": s.state for s in runtime.mcp_pool.status()} if runtime.mcp_pool else {}
+        tools = [{"name": t.name, "description": t.description, "input_schema": t.input_schema, "source": t.source,
+                  "original_name": t.original_name, "state": states.get(t.source, "ready")}
+                 for t in runtime.registry.specs()]
+        servers = [dataclasses.asdict(s) for s in runtime.mcp_pool.status()] if runtime.mcp_pool else []
+        return {"object": "list", "data": tools, "servers": servers}
 
     app.include_router(v1)
 

@@ -9,6 +9,9 @@ import uuid
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
+from agent_runtime.agent import AgentLoop
+from agent_runtime.openai.chat_agent import run_agent, stream_agent
+from agent_runtime.openai.chat_format import finish_reason, merge_deltas, openai_delta, openai_message
 from agent_runtime.openai.errors import ApiError, error_body, to_api_error
 from agent_runtime.openai.generation import (
     chat_logprobs,
@@ -30,7 +33,6 @@ from agent_runtime.tool_calling import (
     plan_turn,
     render_prompt,
 )
-from agent_runtime.tool_parsers import MessageDelta, ParsedMessage
 
 router = APIRouter()
 
@@ -101,52 +103,15 @@ def chat_plan(body: ChatCompletionRequest, engine, parser) -> TurnPlan:
                      response_format=guided)
 
 
-def openai_message(parsed: ParsedMessage) -> dict:
-    """The chat API's assistant message: content (null beside calls when empty), reasoning, tool calls."""
-    message: dict = {"role": "assistant", "content": parsed.content or (None if parsed.tool_calls else "")}
-    if parsed.reasoning:
-        message["reasoning_content"] = parsed.reasoning
-    if parsed.tool_calls:
-        message["tool_calls"] = [
-            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
-            for c in parsed.tool_calls
-        ]
-    return message
-
-
-def openai_delta(delta: MessageDelta) -> dict:
-    out: dict = {}
-    if delta.content:
-        out["content"] = delta.content
-    if delta.reasoning:
-        out["reasoning_content"] = delta.reasoning
-    if delta.tool_calls:
-        calls = []
-        for c in delta.tool_calls:
-            call: dict = {"index": c.index}
-            if c.id:
-                call["id"], call["type"] = c.id, "function"
-            function = {}
-            if c.name:
-                function["name"] = c.name
-            if c.arguments or c.name:
-                function["arguments"] = c.arguments
-            call["function"] = function
-            calls.append(call)
-        out["tool_calls"] = calls
-    return out
-
-
-def finish_reason(engine_reason: str | None, has_calls: bool) -> str | None:
-    return "tool_calls" if has_calls and engine_reason == "stop" else engine_reason
-
-
 @router.post("/v1/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, request: Request):
     admission = Admission.begin(request, body.model)
+    runtime = request.app.state.runtime
+    if len(runtime.registry) and body.server_tools:
+        return await _with_server_tools(body, request, admission)
     try:
         engine = admission.engine
-        plan = chat_plan(body, engine, request.app.state.runtime.tool_parser(admission.model))
+        plan = chat_plan(body, engine, runtime.tool_parser(admission.model))
         prompt_ids, in_reasoning = render_prompt(engine.tokenizer, template_messages(body.messages), plan,
                                                  **_template_kwargs(body))
         logprobs = (body.top_logprobs or 0) if body.logprobs else None
@@ -203,7 +168,7 @@ async def _stream(admission: Admission, prompt_ids, params, meta, want_logprobs:
                 output = outputs[index]
                 delta = openai_delta(output.feed(chunk.text))
                 if chunk.finish_reason:
-                    delta = _merge(delta, openai_delta(output.finish()))
+                    delta = merge_deltas(delta, openai_delta(output.finish()))
                 if not (delta or chunk.finish_reason or (want_logprobs and chunk.logprobs)):
                     continue
                 choice = {
@@ -223,12 +188,32 @@ async def _stream(admission: Admission, prompt_ids, params, meta, want_logprobs:
         admission.end()
 
 
-def _merge(a: dict, b: dict) -> dict:
-    """Two OpenAI deltas as one (the last text chunk and what the parser released at the end)."""
-    out = dict(a)
-    for key in ("content", "reasoning_content"):
-        if key in b:
-            out[key] = out.get(key, "") + b[key]
-    if "tool_calls" in b:
-        out["tool_calls"] = [*out.get("tool_calls", []), *b["tool_calls"]]
-    return out
+async def _with_server_tools(body: ChatCompletionRequest, request: Request, admission: Admission):
+    """The agent loop (agent_runtime/agent.py) over the runtime's registered tools and the request's own."""
+    runtime = request.app.state.runtime
+    try:
+        engine = admission.engine
+        if body.n != 1:
+            raise ApiError(400, "n must be 1 when server-side tools are active (or send server_tools: false)",
+                           param="n", code="unsupported_value")
+        loop = AgentLoop(engine, runtime.tool_parser(admission.model), runtime.registry,
+                         max_tool_rounds=body.max_tool_rounds or runtime.settings.max_tool_rounds)
+        logprobs = (body.top_logprobs or 0) if body.logprobs else None
+        run_kwargs = dict(
+            messages=template_messages(body.messages),
+            params=sampling_params(body, logprobs, body.max_completion_tokens or body.max_tokens, 0),
+            client_tools=function_tools(body.tools),
+            choice=openai_tool_choice(body.tool_choice or "auto"),
+            parallel=body.parallel_tool_calls,
+            response_format=request_constraint(body, body.response_format),
+            template_kwargs=_template_kwargs(body),
+        )
+    except BaseException:
+        admission.end()
+        raise
+    meta = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": admission.model}
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        events = stream_agent(loop, run_kwargs, meta, admission, include_usage)
+        return StreamingResponse(with_keepalive(events, runtime.settings.keepalive_s), media_type="text/event-stream")
+    return await run_agent(loop, run_kwargs, meta, admission)

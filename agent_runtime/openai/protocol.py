@@ -64,6 +64,9 @@ class ChatCompletionRequest(SamplingFields):
     response_format: dict[str, Any] | None = None
     enable_thinking: bool | None = None
     chat_template_kwargs: dict[str, Any] | None = None
+    # Server-side tools (agent_runtime/agent.py): off for this request, and the loop's round limit.
+    server_tools: bool = True
+    max_tool_rounds: int | None = Field(default=None, ge=1, le=64)
 
 
 class CompletionRequest(SamplingFields):
