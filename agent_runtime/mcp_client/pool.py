@@ -99,8 +99,8 @@ class McpClientPool:
         timeout = self.config.tool_timeout_s if timeout_s is None else timeout_s
         async with self._limit:
             try:
-                result = await asyncio.wait_for(server.call_tool(tool, arguments, _log_progress(server_id, tool)),
-                                                timeout)
+                async with asyncio.timeout(timeout):  # in this task: no extra task per call, as wait_for makes
+                    result = await server.call_tool(tool, arguments, _log_progress(server_id, tool))
             except TimeoutError:
                 return ToolResult.error(f"the MCP tool {tool!r} of {server_id!r} did not answer within {timeout:g} s "
                                         "(the call was cancelled)")
