@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -15,6 +16,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import Field
 from starlette.background import BackgroundTask
 
+from agent_runtime.agent import AgentLoop, ToolExecution
 from agent_runtime.openai.chat import template_messages
 from agent_runtime.openai.errors import ApiError, to_api_error
 from agent_runtime.openai.generation import sampling_params, with_keepalive
@@ -30,7 +32,7 @@ from agent_runtime.tool_calling import (
     plan_turn,
     render_prompt,
 )
-from agent_runtime.tool_parsers import MessageDelta
+from agent_runtime.tool_parsers import MessageDelta, ToolCallDelta
 from engine import SamplingParams
 
 log = logging.getLogger(__name__)
@@ -115,6 +117,16 @@ def chat_messages(instructions: str | None, items: list[dict]) -> list[ChatMessa
     for item in items:
         if item["type"] == "reasoning":
             continue  # earlier turns' reasoning is not shown to the model again
+        if item["type"] in ("mcp_call", "tool_call"):  # a server-side call of an earlier turn, with its output
+            call_id = item.get("id") or f"call_{uuid.uuid4().hex}"
+            call = {"id": call_id, "type": "function",
+                    "function": {"name": item["name"], "arguments": item.get("arguments") or "{}"}}
+            if messages and messages[-1]["role"] == "assistant":
+                messages[-1].setdefault("tool_calls", []).append(call)
+            else:
+                messages.append({"role": "assistant", "content": "", "tool_calls": [call]})
+            messages.append({"role": "tool", "tool_call_id": call_id, "content": item.get("output") or ""})
+            continue
         if item["type"] == "message":
             messages.append({"role": item["role"], "content": _text(item["content"])})
         elif item["type"] == "function_call":
@@ -165,6 +177,19 @@ class OutputItems:
                 item["arguments"] += call.arguments
                 events.append(self._event("response.function_call_arguments.delta", delta=call.arguments,
                                           **self._at(item)))
+        return events
+
+    def executed(self, execution: ToolExecution) -> list[dict]:
+        """A server-side call the agent loop ran: an `mcp_call` item (Responses' shape for remote MCP tools)."""
+        events: list[dict] = []
+        source = execution.source
+        item = {"type": "mcp_call" if source.startswith("mcp:") else "tool_call", "id": f"mcp_{uuid.uuid4().hex}",
+                "server_label": source.removeprefix("mcp:"), "name": execution.call.name,
+                "arguments": execution.call.arguments, "output": execution.result.for_model(),
+                "error": execution.result.text if execution.result.is_error else None, "status": "completed"}
+        self._start(item, events)
+        self._open = None
+        events.append(self._event("response.output_item.done", item=item, output_index=len(self.items) - 1))
         return events
 
     def close(self, status: str = "completed") -> list[dict]:
@@ -234,9 +259,13 @@ class ResponseRun:
     """One response being generated: its events, its final object, and its store entry meanwhile."""
 
     def __init__(self, admission: Admission, prompt_ids: list[int], params: SamplingParams, base: dict,
-                 output: TurnOutput) -> None:
+                 output: TurnOutput | None, agent: tuple[AgentLoop, dict] | None = None) -> None:
         self.admission, self.prompt_ids, self.params, self.base = admission, prompt_ids, params, base
         self.turn = output
+        self.agent = agent  # (the loop, its run() arguments) when server-side tools are active
+        self._task: asyncio.Task | None = None
+        self.prompt_tokens = len(prompt_ids)
+        self.finish_reason: str | None = None
         self.items = OutputItems(self._event)
         self.output_tokens = 0
         self.start = time.perf_counter()
@@ -258,6 +287,8 @@ class ResponseRun:
         """Stop generating; the response ends as "cancelled" with the output so far."""
         if self.final is None:
             self.admission.engine.abort(self.id)
+            if self._task is not None:
+                self._task.cancel()
             self._finish("cancelled")
             log.info("response %s cancelled after %d output tokens", self.id, self.output_tokens)
         return self.final
@@ -270,7 +301,7 @@ class ResponseRun:
 
     def _finish(self, status: str, **fields) -> None:
         """Fix the final response object (with the output so far) and store it."""
-        u = usage(len(self.prompt_ids), self.output_tokens, self.start, self.first_token_at)
+        u = usage(self.prompt_tokens, self.output_tokens, self.start, self.first_token_at)
         output = self.items.items if status == "completed" else self.items.snapshot("incomplete")
         if not output:
             output = [{"type": "message", "id": f"msg_{uuid.uuid4().hex}", "status": "incomplete",
@@ -302,20 +333,12 @@ class ResponseRun:
             yield self._event("response.in_progress", response=self.in_progress())
             finish_reason = None
             if self.final is None:  # not cancelled before it began
+                generate = self._agent_rounds() if self.agent is not None else self._one_generation()
                 try:
-                    engine = self.admission.engine
-                    async with aclosing(engine.generate(self.prompt_ids, self.params, self.id)) as chunks:
-                        async for chunk in chunks:
-                            if self.final is not None:
-                                break
-                            self.first_token_at = self.first_token_at or time.perf_counter()
-                            self.output_tokens += len(chunk.token_ids)
-                            finish_reason = chunk.finish_reason
-                            for event in self.items.feed(self.turn.feed(chunk.text)):
-                                yield event
-                            if chunk.finish_reason:
-                                for event in self.items.feed(self.turn.finish()):
-                                    yield event
+                    async with aclosing(generate) as events:
+                        async for event in events:
+                            yield event
+                    finish_reason = self.finish_reason
                 except Exception as exc:  # noqa: BLE001 - ends the response as failed, reported below
                     self.error = exc
             if self.final is None:
@@ -329,6 +352,54 @@ class ResponseRun:
             yield self._event(terminal.get(self.final["status"], "response.incomplete"), response=self.final)
         finally:
             self.close()
+
+    async def _one_generation(self) -> AsyncIterator[dict]:
+        engine = self.admission.engine
+        async with aclosing(engine.generate(self.prompt_ids, self.params, self.id)) as chunks:
+            async for chunk in chunks:
+                if self.final is not None:
+                    break
+                self.first_token_at = self.first_token_at or time.perf_counter()
+                self.output_tokens += len(chunk.token_ids)
+                self.finish_reason = chunk.finish_reason
+                for event in self.items.feed(self.turn.feed(chunk.text)):
+                    yield event
+                if chunk.finish_reason:
+                    for event in self.items.feed(self.turn.finish()):
+                        yield event
+
+    async def _agent_rounds(self) -> AsyncIterator[dict]:
+        """The agent loop: round text as it streams, each server-side call as an `mcp_call` item (or
+        `tool_call` for native tools), then the calls the client must run as function_call items."""
+        loop, run_kwargs = self.agent
+        queue: asyncio.Queue = asyncio.Queue()
+        done = object()
+
+        async def drive():
+            try:
+                return await loop.run(**run_kwargs, on_event=queue.put)
+            finally:
+                await queue.put(done)
+
+        self._task = asyncio.create_task(drive())
+        try:
+            while (event := await queue.get()) is not done:
+                if event.delta is not None:
+                    self.first_token_at = self.first_token_at or time.perf_counter()
+                    for item_event in self.items.feed(MessageDelta(event.delta.content, event.delta.reasoning)):
+                        yield item_event
+                elif event.execution is not None:
+                    for item_event in self.items.executed(event.execution):
+                        yield item_event
+            result = self._task.result()
+        finally:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        self.prompt_tokens, self.output_tokens = result.prompt_tokens, result.completion_tokens
+        self.finish_reason = "stop" if result.finish_reason == "tool_calls" else result.finish_reason
+        calls = tuple(ToolCallDelta(i, c.id, c.name, c.arguments) for i, c in enumerate(result.message.tool_calls))
+        for item_event in self.items.feed(MessageDelta(tool_calls=calls)):
+            yield item_event
 
     def _finish_as(self, finish_reason: str | None) -> None:
         if self.error is not None:
@@ -359,18 +430,31 @@ async def create_response(body: ResponseRequest, request: Request):
     if body.previous_response_id is not None:
         items = [*_previous(store, body.previous_response_id).conversation, *items]
     admission = Admission.begin(request, body.model)
+    runtime = request.app.state.runtime
     try:
         engine = admission.engine
-        plan = response_plan(body, engine, request.app.state.runtime.tool_parser(admission.model))
+        parser = runtime.tool_parser(admission.model)
         messages = template_messages(chat_messages(body.instructions, items))
-        prompt_ids, in_reasoning = render_prompt(engine.tokenizer, messages, plan)
-        params = sampling_params(body, None, body.max_output_tokens, 0, guided=plan.guided,
-                                 skip_special_tokens=plan.skip_special_tokens)
-        engine.check(prompt_ids, params)
+        if len(runtime.registry):  # server-side tools: the agent loop (agent_runtime/agent.py)
+            loop = AgentLoop(engine, parser, runtime.registry, max_tool_rounds=runtime.settings.max_tool_rounds)
+            text_format = body.text.get("format") if isinstance(body.text, dict) else None
+            agent = (loop, dict(
+                messages=messages, params=sampling_params(body, None, body.max_output_tokens, 0),
+                client_tools=function_tools(body.tools, flat=True),
+                choice=openai_tool_choice(body.tool_choice, flat=True), parallel=body.parallel_tool_calls,
+                response_format=request_constraint(body, text_format, flat=True, param="text.format")))
+            run = ResponseRun(admission, [], agent[1]["params"], _base(body, admission.model), None, agent)
+        else:
+            plan = response_plan(body, engine, parser)
+            prompt_ids, in_reasoning = render_prompt(engine.tokenizer, messages, plan)
+            params = sampling_params(body, None, body.max_output_tokens, 0, guided=plan.guided,
+                                     skip_special_tokens=plan.skip_special_tokens)
+            engine.check(prompt_ids, params)
+            run = ResponseRun(admission, prompt_ids, params, _base(body, admission.model),
+                              TurnOutput(plan, in_reasoning))
     except BaseException:
         admission.end()
         raise
-    run = ResponseRun(admission, prompt_ids, params, _base(body, admission.model), TurnOutput(plan, in_reasoning))
     if body.store:
         run.entry = store.put(StoredResponse(run.in_progress(), items, run.cancel))
     if body.stream:

@@ -218,3 +218,65 @@ def test_serve_with_mcp_config_answers_with_the_tools_result(tmp_path):
             server.wait(timeout=30)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+@pytest.fixture(scope="module")
+def agent_server(smollm_engine, everything_pool_config):
+    """The embedded model served in-process with server-everything's tools registered."""
+    from conftest import serve
+
+    from agent_runtime.runtime import Runtime
+
+    runtime = Runtime({"SmolLM2-135M-Instruct": smollm_engine})
+    runtime.mcp_pool = McpClientPool(everything_pool_config, runtime.registry)
+    with serve(runtime) as base:
+        deadline = time.time() + 60
+        while "everything__echo" not in runtime.registry and time.time() < deadline:
+            time.sleep(0.2)
+        yield base
+
+
+@needs_everything
+def test_streamed_chat_reports_executions_and_the_answer(agent_server):
+    client = openai.OpenAI(base_url=f"{agent_server}/v1", api_key="none", max_retries=0, timeout=300)
+    stream = client.chat.completions.create(
+        model="SmolLM2-135M-Instruct", messages=[{"role": "user", "content": "Echo the word banana."}],
+        temperature=0, max_tokens=40, stream=True, stream_options={"include_usage": True},
+        tool_choice={"type": "function", "function": {"name": "everything__echo"}},
+    )
+    executions, text, finish, usage = [], "", None, None
+    for chunk in stream:
+        if chunk.model_extra.get("tool_execution"):
+            executions.append(chunk.model_extra["tool_execution"])
+        for choice in chunk.choices:
+            assert not choice.delta.tool_calls  # server-side calls are not the client's to run
+            text += choice.delta.content or ""
+            finish = choice.finish_reason or finish
+        usage = chunk.usage or usage
+    assert executions and executions[0]["name"] == "everything__echo" and not executions[0]["is_error"]
+    assert text and finish in ("stop", "length") and usage.model_extra["tool_rounds"] >= 2
+
+
+@needs_everything
+def test_responses_api_runs_server_side_tools_as_mcp_call_items(agent_server):
+    client = openai.OpenAI(base_url=f"{agent_server}/v1", api_key="none", max_retries=0, timeout=300)
+    response = client.responses.create(model="SmolLM2-135M-Instruct", input="Echo the word banana.",
+                                       temperature=0, max_output_tokens=40,
+                                       tool_choice={"type": "function", "name": "everything__echo"})
+    kinds = [item.type for item in response.output]
+    assert kinds[0] == "mcp_call" and "message" in kinds, kinds
+    call = response.output[0]
+    assert call.server_label == "everything" and call.output.startswith("Echo: ") and call.error is None
+    assert response.status in ("completed", "incomplete") and response.output_text
+    # The stored conversation (with its executed call) continues with previous_response_id.
+    follow = client.responses.create(model="SmolLM2-135M-Instruct", previous_response_id=response.id,
+                                     input="Thanks!", temperature=0, max_output_tokens=16, tool_choice="none")
+    assert follow.output_text
+
+
+@needs_everything
+def test_v1_tools_lists_the_servers_tools_with_schemas(agent_server):
+    listing = httpx.get(f"{agent_server}/v1/tools").json()
+    by_name = {t["name"]: t for t in listing["data"]}
+    assert by_name["everything__get-sum"]["input_schema"]["required"] == ["a", "b"]
+    assert listing["servers"][0]["id"] == "everything" and listing["servers"][0]["state"] == "ready"
