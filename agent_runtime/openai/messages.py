@@ -21,7 +21,17 @@ from pydantic import BaseModel, ConfigDict, Field
 from agent_runtime.openai.errors import ApiError, to_api_error
 from agent_runtime.openai.generation import with_keepalive
 from agent_runtime.openai.serving import Admission
-from engine import AsyncEngine, SamplingParams
+from agent_runtime.tool_calling import (
+    ToolChoice,
+    TurnOutput,
+    TurnPlan,
+    function_tool,
+    parse_turn,
+    plan_turn,
+    render_prompt,
+)
+from agent_runtime.tool_parsers import FunctionTool, MessageDelta, ParsedMessage, ToolCallDelta, ToolParser
+from engine import AsyncEngine, InvalidRequestError, SamplingParams
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +107,8 @@ class MessagesRequest(_Lenient):
     stream: bool = False
     tools: list[AnthropicTool] | None = None
     tool_choice: dict[str, Any] | None = None
+    # Not in Anthropic's API (send it with the SDK's extra_body): reproducible sampling, as in OpenAI's.
+    seed: int | None = Field(default=None, ge=-(2**63), lt=2**63)
 
 
 def template_messages(body: MessagesRequest) -> list[dict]:
@@ -165,13 +177,86 @@ def template_tools(body: MessagesRequest) -> list[dict] | None:
                                               "parameters": t.input_schema}} for t in body.tools]
 
 
-def stop_fields(finish_reason: str | None, stop_reason: str | int | None) -> dict:
+def anthropic_tools(body: MessagesRequest) -> list[FunctionTool]:
+    """The request's custom tools as FunctionTools; server tools (web search, ...) are refused."""
+    out: list[FunctionTool] = []
+    seen: set[str] = set()
+    for i, tool in enumerate(body.tools or ()):
+        extra = tool.model_extra or {}
+        kind = extra.get("type")
+        if kind not in (None, "custom"):
+            raise InvalidRequestError(f"tools.{i}: tool type {kind!r} is not supported; only custom tools "
+                                      "(name, description, input_schema) are")
+        out.append(function_tool(tool.name, tool.description, tool.input_schema, bool(extra.get("strict")),
+                                 f"tools.{i}"))
+        if tool.name in seen:
+            raise InvalidRequestError(f"tools.{i}: the tool name {tool.name!r} is used twice")
+        seen.add(tool.name)
+    return out
+
+
+def anthropic_tool_choice(value: dict[str, Any] | None) -> tuple[ToolChoice, bool]:
+    """Anthropic's tool_choice (auto / any / tool / none) and whether parallel tool use is allowed."""
+    value = value or {"type": "auto"}
+    kind = value.get("type")
+    parallel = not value.get("disable_parallel_tool_use", False)
+    if kind == "auto":
+        return ToolChoice("auto"), parallel
+    if kind == "any":
+        return ToolChoice("required"), parallel
+    if kind == "none":
+        return ToolChoice("none"), parallel
+    if kind == "tool":
+        name = value.get("name")
+        if not isinstance(name, str) or not name:
+            raise InvalidRequestError("tool_choice of type 'tool' needs the tool's name")
+        return ToolChoice("required", (name,)), parallel
+    raise InvalidRequestError(f"tool_choice type {kind!r} is not supported: use auto, any, tool or none")
+
+
+def messages_plan(body: MessagesRequest, tokenizer, parser: ToolParser) -> TurnPlan:
+    choice, parallel = anthropic_tool_choice(body.tool_choice)
+    return plan_turn(parser, anthropic_tools(body), choice, tokenizer, parallel=parallel)
+
+
+def stop_fields(finish_reason: str | None, stop_reason: str | int | None, has_calls: bool = False) -> dict:
     """Anthropic's stop_reason and stop_sequence for how the engine ended a request."""
     if finish_reason == "length":
         return {"stop_reason": "max_tokens", "stop_sequence": None}
+    if has_calls and finish_reason == "stop":
+        return {"stop_reason": "tool_use", "stop_sequence": None}
     if isinstance(stop_reason, str):
         return {"stop_reason": "stop_sequence", "stop_sequence": stop_reason}
     return {"stop_reason": "end_turn", "stop_sequence": None}
+
+
+def tool_use_id(call_id: str | None) -> str:
+    """Anthropic-style `toolu_` id for a parser's call id (`call_abc` -> `toolu_abc`)."""
+    tail = (call_id or "").partition("_")[2] or call_id or uuid.uuid4().hex[:24]
+    return "toolu_" + tail
+
+
+def _tool_input(arguments: str) -> dict | None:
+    """A call's arguments as the tool_use block's input; None when they are not a JSON object (cut off)."""
+    try:
+        value = json.loads(arguments or "{}")
+    except json.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def content_blocks(parsed: ParsedMessage) -> list[dict]:
+    """The message's content: thinking, text, then one tool_use per complete call (at least one block)."""
+    blocks: list[dict] = []
+    if parsed.reasoning:
+        blocks.append({"type": "thinking", "thinking": parsed.reasoning, "signature": ""})
+    if parsed.content:
+        blocks.append({"type": "text", "text": parsed.content})
+    for call in parsed.tool_calls:
+        arguments = _tool_input(call.arguments)
+        if arguments is not None:  # arguments cut short (max_tokens) are no call to run
+            blocks.append({"type": "tool_use", "id": tool_use_id(call.id), "name": call.name, "input": arguments})
+    return blocks or [{"type": "text", "text": ""}]
 
 
 @router.post("/v1/messages")
@@ -179,13 +264,17 @@ async def create_message(body: MessagesRequest, request: Request):
     admission = Admission.begin(request, body.model)
     try:
         engine = admission.engine
-        prompt_ids = engine.tokenizer.encode_chat(template_messages(body), template_tools(body))
+        plan = messages_plan(body, engine.tokenizer, request.app.state.runtime.tool_parser(admission.model))
+        prompt_ids, in_reasoning = render_prompt(engine.tokenizer, template_messages(body), plan)
         params = SamplingParams(
             temperature=1.0 if body.temperature is None else body.temperature,
             top_p=1.0 if body.top_p is None else body.top_p,
             top_k=body.top_k or 0,
+            seed=body.seed,
             max_tokens=body.max_tokens,
             stop=tuple(body.stop_sequences or ()),
+            guided=plan.guided,
+            skip_special_tokens=plan.skip_special_tokens,
         )
         engine.check(prompt_ids, params)
     except BaseException:
@@ -195,28 +284,31 @@ async def create_message(body: MessagesRequest, request: Request):
                "model": admission.model}
     if body.stream:
         keepalive = request.app.state.runtime.settings.keepalive_s
-        return StreamingResponse(with_keepalive(_stream(admission, prompt_ids, params, message), keepalive),
-                                 media_type="text/event-stream")
+        events = _stream(admission, prompt_ids, params, message, TurnOutput(plan, in_reasoning))
+        return StreamingResponse(with_keepalive(events, keepalive), media_type="text/event-stream")
     try:
-        text, output_tokens, finish = await _collect(engine, prompt_ids, params)
+        text, output_tokens, finish_reason, stop_reason = await _collect(engine, prompt_ids, params)
     finally:
         admission.end()
-    return {**message, "content": [{"type": "text", "text": text}], **finish,
+    parsed = parse_turn(plan, text, in_reasoning)
+    content = content_blocks(parsed)
+    has_calls = any(block["type"] == "tool_use" for block in content)
+    return {**message, "content": content, **stop_fields(finish_reason, stop_reason, has_calls),
             "usage": {"input_tokens": len(prompt_ids), "output_tokens": output_tokens}}
 
 
 async def _collect(
     engine: AsyncEngine, prompt_ids: list[int], params: SamplingParams
-) -> tuple[str, int, dict]:
-    """The whole text, its token count and the stop fields of one request."""
-    text, output_tokens, finish = "", 0, stop_fields(None, None)
+) -> tuple[str, int, str | None, str | int | None]:
+    """The whole text, its token count and how the engine ended one request (finish and stop reason)."""
+    text, output_tokens, finish_reason, stop_reason = "", 0, None, None
     async with aclosing(engine.generate(prompt_ids, params)) as chunks:
         async for chunk in chunks:
             text += chunk.text
             output_tokens += len(chunk.token_ids)
             if chunk.finish_reason:
-                finish = stop_fields(chunk.finish_reason, chunk.stop_reason)
-    return text, output_tokens, finish
+                finish_reason, stop_reason = chunk.finish_reason, chunk.stop_reason
+    return text, output_tokens, finish_reason, stop_reason
 
 
 def _event(type_: str, payload: dict) -> str:
@@ -224,32 +316,93 @@ def _event(type_: str, payload: dict) -> str:
     return f"event: {type_}\ndata: {json.dumps({'type': type_, **payload}, ensure_ascii=False)}\n\n"
 
 
-async def _stream(admission: Admission, prompt_ids: list[int], params: SamplingParams, message: dict):
-    output_tokens, finish = 0, stop_fields(None, None)
+class BlockEvents:
+    """Message deltas in, Anthropic content block events out: a new block (with the next index) each
+    time the kind of output changes (thinking -> text -> tool_use i), the previous one closed first.
+    No block is opened for nothing; a message without any gets one empty text block at the end."""
+
+    def __init__(self) -> None:
+        self.index = -1
+        self._open: tuple[str, int] | None = None  # ("thinking" | "text", 0) or ("tool_use", call index)
+        self.has_calls = False
+
+    def feed(self, delta: MessageDelta) -> list[str]:
+        # One delta loses the order of its parts; the likely one: reasoning, the rest of the open call,
+        # text, new calls.
+        events: list[str] = []
+        if delta.reasoning:
+            events += self._enter(("thinking", 0), {"type": "thinking", "thinking": "", "signature": ""})
+            events.append(self._delta({"type": "thinking_delta", "thinking": delta.reasoning}))
+        going_on = [c for c in delta.tool_calls if ("tool_use", c.index) == self._open]
+        events += self._calls(going_on)
+        if delta.content:
+            events += self._enter(("text", 0), {"type": "text", "text": ""})
+            events.append(self._delta({"type": "text_delta", "text": delta.content}))
+        return events + self._calls([c for c in delta.tool_calls if c not in going_on])
+
+    def _calls(self, calls: list[ToolCallDelta]) -> list[str]:
+        events: list[str] = []
+        for call in calls:
+            if self._open != ("tool_use", call.index):
+                events += self._enter(("tool_use", call.index), {
+                    "type": "tool_use", "id": tool_use_id(call.id), "name": call.name or "", "input": {}})
+                self.has_calls = True
+            if call.arguments:
+                events.append(self._delta({"type": "input_json_delta", "partial_json": call.arguments}))
+        return events
+
+    def close(self) -> list[str]:
+        """The end of the message: close the open block (opening an empty text block if there was none)."""
+        events = self._enter(("text", 0), {"type": "text", "text": ""}) if self.index < 0 else []
+        if self._open is not None:
+            events.append(_event("content_block_stop", {"index": self.index}))
+            self._open = None
+        return events
+
+    def _enter(self, key: tuple[str, int], start: dict) -> list[str]:
+        if self._open == key:
+            return []
+        events = [] if self._open is None else [_event("content_block_stop", {"index": self.index})]
+        self.index += 1
+        self._open = key
+        events.append(_event("content_block_start", {"index": self.index, "content_block": start}))
+        if self.index == 0:
+            events.append(_event("ping", {}))  # where Anthropic's API sends it: after the first block starts
+        return events
+
+    def _delta(self, delta: dict) -> str:
+        return _event("content_block_delta", {"index": self.index, "delta": delta})
+
+
+async def _stream(admission: Admission, prompt_ids: list[int], params: SamplingParams, message: dict,
+                  output: TurnOutput):
+    output_tokens, finish_reason, stop_reason = 0, None, None
+    blocks = BlockEvents()
     try:
         yield _event("message_start", {"message": {
             **message, "content": [], "stop_reason": None, "stop_sequence": None,
             "usage": {"input_tokens": len(prompt_ids), "output_tokens": 0}}})
-        yield _event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
-        yield _event("ping", {})
         try:
             # aclosing: when the client goes away, closing this stream aborts the engine request now.
             async with aclosing(admission.engine.generate(prompt_ids, params)) as chunks:
                 async for chunk in chunks:
                     output_tokens += len(chunk.token_ids)
-                    if chunk.text:
-                        yield _event("content_block_delta",
-                                     {"index": 0, "delta": {"type": "text_delta", "text": chunk.text}})
+                    for event in blocks.feed(output.feed(chunk.text)):
+                        yield event
                     if chunk.finish_reason:
-                        finish = stop_fields(chunk.finish_reason, chunk.stop_reason)
+                        finish_reason, stop_reason = chunk.finish_reason, chunk.stop_reason
+            for event in blocks.feed(output.finish()):
+                yield event
         except Exception as exc:  # noqa: BLE001 - reported in-stream: the status line is already sent
             err = to_api_error(exc)
             if err.status >= 500:
                 log.exception("streamed message %s failed", message["id"])
             yield _event("error", {"error": {"type": "api_error", "message": err.message}})
             return
-        yield _event("content_block_stop", {"index": 0})
-        yield _event("message_delta", {"delta": finish, "usage": {"output_tokens": output_tokens}})
+        for event in blocks.close():
+            yield event
+        yield _event("message_delta", {"delta": stop_fields(finish_reason, stop_reason, blocks.has_calls),
+                                       "usage": {"output_tokens": output_tokens}})
         yield _event("message_stop", {})
     finally:
         admission.end()
