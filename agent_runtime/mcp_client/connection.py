@@ -64,6 +64,11 @@ class ServerConnection:
 
     async def run(self) -> None:
         """Connect and stay connected until cancelled."""
+        if self.config.transport == "websocket":  # nothing to retry: the SDK has no WebSocket client
+            self.state = "failed"
+            self.last_error = "WebSocket servers are not supported: the mcp SDK's client has stdio, streamable HTTP and SSE"
+            log.warning("MCP server %r: %s", self.id, self.last_error)
+            return
         delay = BACKOFF_FIRST_S
         while True:
             started = time.monotonic()
@@ -210,8 +215,7 @@ class ServerConnection:
             return _streamable_http(c.url, headers)
         if c.transport == "sse":
             return sse_client(c.url, headers=headers)
-        raise ConnectionError(f"transport {c.transport!r} is not supported by the mcp SDK's client "
-                              "(it has stdio, streamable HTTP and SSE)")
+        raise ConnectionError(f"transport {c.transport!r} is not supported")
 
 
 @contextlib.asynccontextmanager
