@@ -59,7 +59,7 @@ class TurnPlan:
 
     @property
     def skip_special_tokens(self) -> bool:
-        return self.parser.skip_special_tokens or not self.parse_calls
+        return self.parser.skip_special_tokens or not (self.parse_calls or self.parser.always_parse)
 
 
 def function_tools(tools: Sequence[dict[str, Any]] | None, *, flat: bool = False, where: str = "tools") \
@@ -250,8 +250,8 @@ class TurnOutput:
 
     def __init__(self, plan: TurnPlan, in_reasoning: bool) -> None:
         self._plan = plan
-        self._stream = plan.parser.stream(in_reasoning=in_reasoning) if plan.parse_calls \
-            else reasoning_stream(in_reasoning=in_reasoning)
+        self._stream = plan.parser.stream(in_reasoning=in_reasoning) \
+            if plan.parse_calls or plan.parser.always_parse else reasoning_stream(in_reasoning=in_reasoning)
         self.deltas: list[MessageDelta] = []
 
     def feed(self, text: str) -> MessageDelta:
@@ -268,6 +268,8 @@ class TurnOutput:
         return collect(self.deltas)
 
     def _keep(self, delta: MessageDelta) -> MessageDelta:
+        if not self._plan.parse_calls and delta.tool_calls:  # a format parsed only for its channels
+            delta = replace(delta, tool_calls=())
         if not self._plan.parallel and any(c.index > 0 for c in delta.tool_calls):
             delta = replace(delta, tool_calls=tuple(c for c in delta.tool_calls if c.index == 0))
         self.deltas.append(delta)

@@ -108,6 +108,9 @@ class ToolParser(ABC):
     # cannot produce. False `auto_strict` for formats where every message is markup (Harmony).
     call_start: ClassVar[str | None] = None
     auto_strict: ClassVar[bool] = True
+    # True when the format carries the answer itself (Harmony's channels): the parser reads every output,
+    # with or without tools, and a turn without tools only drops its calls.
+    always_parse: ClassVar[bool] = False
 
     @abstractmethod
     def stream(self, *, in_reasoning: bool = False) -> ParserStream:

@@ -32,6 +32,7 @@ class HarmonyToolParser(ToolParser):
     name = "harmony"
     skip_special_tokens = False
     auto_strict = False
+    always_parse = True
 
     def stream(self, *, in_reasoning: bool = False) -> ParserStream:
         return _HarmonyStream(self.new_call_id, in_reasoning=in_reasoning)

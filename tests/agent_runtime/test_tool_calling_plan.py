@@ -176,3 +176,12 @@ def test_closed_schema_closes_objects_that_say_nothing_about_extra_keys():
     open_map = {"type": "object", "properties": {"a": {"type": "string"}}, "additionalProperties": {"type": "integer"}}
     assert closed_schema(open_map) == open_map
     assert closed_schema({"type": "string"}) == {"type": "string"}
+
+
+def test_harmony_channels_are_read_without_tools_too(tokenizer):
+    plan = plan_turn(get_parser("harmony"), [], ToolChoice("none"), tokenizer)
+    assert not plan.skip_special_tokens  # the channel markers must survive decoding
+    text = ("<|channel|>analysis<|message|>Think.<|end|><|start|>assistant"
+            "<|channel|>final<|message|>Answer.")
+    parsed = parse_turn(plan, text, False)
+    assert (parsed.reasoning, parsed.content, parsed.tool_calls) == ("Think.", "Answer.", ())
