@@ -68,10 +68,11 @@ def _text(content, index: int) -> str:
 
 def _tool_call(call: dict, index: int) -> dict:
     # Templates index arguments as a mapping; the API carries them as a JSON string.
-    function = call.get("function") or {}
-    if not isinstance(function, dict):
-        raise ApiError(400, f"messages[{index}].tool_calls: function must be an object with name and arguments, "
-                            f"not {function!r}", param=f"messages.{index}.tool_calls", code="invalid_value")
+    function = call.get("function") or {} if isinstance(call, dict) else None
+    if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+        raise ApiError(400, f"messages[{index}].tool_calls: each call needs a function object with a string name "
+                            f"and arguments, not {str(call)[:80]!r}", param=f"messages.{index}.tool_calls",
+                       code="invalid_value")
     function = dict(function)
     arguments = function.get("arguments")
     if isinstance(arguments, str):

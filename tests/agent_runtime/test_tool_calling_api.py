@@ -269,3 +269,12 @@ def test_strict_tool_under_auto_either_answers_or_calls_validly(client):
             if call.function.name == "get_weather":
                 jsonschema.validate(json.loads(call.function.arguments), SCHEMAS["get_weather"])
         assert "<tool_call>" not in (choice.message.content or "")
+
+
+@pytest.mark.parametrize("call", [{"id": "c1", "type": "function", "function": {}}, {"id": "c1"},
+                                  {"id": "c1", "function": {"name": 3}}])
+def test_history_tool_calls_without_a_function_name_are_a_400(client, call):
+    with pytest.raises(openai.BadRequestError, match="string name"):
+        client.chat.completions.create(model=MODEL, max_tokens=4, messages=[
+            *ASK, {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "c1", "content": "x"}])
