@@ -39,11 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--stats", action="store_true", help="print token counts and speed to stderr at the end")
     gen.set_defaults(func=_run_generate)
 
-    serve = sub.add_parser("serve", help="serve models over the OpenAI-compatible HTTP API",
-                           description="Serve one or more models over the OpenAI-compatible HTTP API.")
+    serve = sub.add_parser("serve", help="serve models over the OpenAI-compatible HTTP API and MCP (/mcp)",
+                           description="Serve one or more models over the OpenAI-compatible HTTP API, and as an "
+                                       "MCP server (streamable HTTP) at /mcp of the same port.")
     add_model_arguments(serve, multiple=True)
-    serve.add_argument("--models-config", default=None, metavar="FILE",
-                       help='JSON {"id": {"model": SOURCE, "dtype": ..., ...}} of models to serve (with or instead of --model)')
+    add_runtime_arguments(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 exposes it)")
     serve.add_argument("--port", type=int, default=1234, help="port (default 1234)")
     serve.add_argument("--api-key", default=None,
@@ -51,21 +51,47 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-waiting", type=int, default=256,
                        help="requests queued per model beyond its running slots before answering 429")
     serve.add_argument("--keepalive", type=float, default=10.0, help="seconds between SSE keep-alive comments")
-    serve.add_argument("--cors-origin", action="append", default=[], help="allow this browser origin (repeatable)")
-    serve.add_argument("--embedding-model", default=None, metavar="MODEL",
-                       help="sentence-transformers directory or hub id served on /v1/embeddings "
-                            "(default: packaged all-MiniLM-L6-v2)")
-    serve.add_argument("--no-embeddings", action="store_true", help="serve no embedding model")
-    serve.add_argument("--tool-parser", default=None, choices=parser_names(), metavar="NAME",
-                       help="tool-call format of the --model models (default: detected from each chat template); "
-                            f"one of {', '.join(parser_names())}")
-    serve.add_argument("--mcp-config", default=None, metavar="FILE",
-                       help="MCP servers whose tools the model may call (mistral.rs or Claude Desktop JSON; "
-                            "default: $MCP_CONFIG_PATH); see mcp-config.example.json")
-    serve.add_argument("--max-tool-rounds", type=int, default=8,
-                       help="most agent-loop rounds of server-side tool calls per request (default 8)")
+    serve.add_argument("--cors-origin", action="append", default=[],
+                       help="allow this browser origin, on /v1 and /mcp (repeatable)")
+    serve.add_argument("--no-mcp", action="store_true", help="do not serve the MCP server at /mcp")
+    serve.add_argument("--mcp-port", type=int, default=None, metavar="PORT",
+                       help="serve the MCP server at /mcp of this port instead of the API's port")
+    serve.add_argument("--mcp-api-key", default=None, metavar="KEY",
+                       help="require 'Authorization: Bearer KEY' on /mcp (default: the --api-key)")
+    serve.add_argument("--mcp-reexport", action="store_true",
+                       help="the MCP server also offers every registered tool (of --mcp-config servers)")
     serve.set_defaults(func=_run_serve)
+
+    mcp = sub.add_parser("mcp", help="serve models as an MCP server over stdio (for Claude Desktop)",
+                         description="Serve models as an MCP server over stdio: stdout carries the protocol, "
+                                     "logs go to stderr. Tools: chat, complete, embed, list_models.")
+    add_model_arguments(mcp, multiple=True)
+    add_runtime_arguments(mcp)
+    mcp.add_argument("--mcp-reexport", action="store_true",
+                     help="also offer every registered tool (--mcp-config servers): an aggregating gateway")
+    mcp.add_argument("--enable-search", action="store_true",
+                     help="give the model the web-search tools (when this build has them)")
+    mcp.set_defaults(func=_run_mcp)
     return parser
+
+
+def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
+    """What the serving commands (serve, mcp) share beyond the model options: models, embeddings, tools."""
+    parser.add_argument("--models-config", default=None, metavar="FILE",
+                        help='JSON {"id": {"model": SOURCE, "dtype": ..., ...}} of models to serve '
+                             "(with or instead of --model)")
+    parser.add_argument("--embedding-model", default=None, metavar="MODEL",
+                        help="sentence-transformers directory or hub id for embeddings "
+                             "(default: packaged all-MiniLM-L6-v2)")
+    parser.add_argument("--no-embeddings", action="store_true", help="serve no embedding model")
+    parser.add_argument("--tool-parser", default=None, choices=parser_names(), metavar="NAME",
+                        help="tool-call format of the --model models (default: detected from each chat "
+                             f"template); one of {', '.join(parser_names())}")
+    parser.add_argument("--mcp-config", default=None, metavar="FILE",
+                        help="MCP servers whose tools the model may call (mistral.rs or Claude Desktop JSON; "
+                             "default: $MCP_CONFIG_PATH); see mcp-config.example.json")
+    parser.add_argument("--max-tool-rounds", type=int, default=8,
+                        help="most agent-loop rounds of server-side tool calls per request (default 8)")
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, multiple: bool = False) -> None:
@@ -149,6 +175,12 @@ def _run_serve(args: argparse.Namespace) -> int:
     from agent_runtime.serve_command import run_serve
 
     return run_serve(args)
+
+
+def _run_mcp(args: argparse.Namespace) -> int:
+    from agent_runtime.mcp_command import run_mcp
+
+    return run_mcp(args)
 
 
 def _run_generate(args: argparse.Namespace) -> int:

@@ -33,6 +33,10 @@ class ServerSettings:
     cors_origins: tuple[str, ...] = ()
     max_body_bytes: int = 50 * 2**20
     max_tool_rounds: int = DEFAULT_MAX_TOOL_ROUNDS  # agent-loop rounds with server-side tools, per request
+    host: str = "127.0.0.1"  # the bound address: a loopback bind makes /mcp check the Host header
+    mcp_http: bool = True  # serve the MCP server at /mcp of the HTTP app (off: --no-mcp, or --mcp-port)
+    mcp_api_key: str | None = None  # bearer token of /mcp; None: the api_key
+    mcp_reexport: bool = False  # the MCP server offers the registry's tools too (an aggregating gateway)
 
 
 @dataclass

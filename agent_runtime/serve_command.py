@@ -1,8 +1,10 @@
-"""`agent-runtime serve`: load the models, then run the HTTP app under uvicorn."""
+"""`agent-runtime serve`: load the models, then run the HTTP app (OpenAI API, MCP at /mcp) under uvicorn."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
@@ -14,6 +16,7 @@ import uvicorn
 from agent_runtime.cli import engine_options
 from agent_runtime.config import load_mcp_config, resolve_mcp_config_path
 from agent_runtime.mcp_client import McpClientPool
+from agent_runtime.mcp_server import build_mcp_server, mcp_http_app
 from agent_runtime.openai import create_app
 from agent_runtime.runtime import Runtime, ServerSettings
 from agent_runtime.tool_parsers import parser_names
@@ -60,14 +63,30 @@ def models_config(path: str) -> list[tuple[str, str | None, dict]]:
     return entries
 
 
-def build_runtime(args: argparse.Namespace) -> Runtime:
-    settings = ServerSettings(
+def server_settings(args: argparse.Namespace) -> ServerSettings:
+    """The HTTP-side options of `serve`."""
+    if args.max_waiting < 0 or args.keepalive <= 0:
+        raise ValueError(f"invalid --max-waiting {args.max_waiting} / --keepalive {args.keepalive}")
+    if args.mcp_port is not None and not (0 < args.mcp_port < 65536 and args.mcp_port != args.port):
+        raise ValueError(f"invalid --mcp-port {args.mcp_port}: a port from 1 to 65535 other than --port")
+    return ServerSettings(
         api_key=args.api_key or os.environ.get("AGENT_RUNTIME_API_KEY") or None,
         max_waiting=args.max_waiting,
         keepalive_s=args.keepalive,
         cors_origins=tuple(args.cors_origin),
         max_tool_rounds=args.max_tool_rounds,
+        host=args.host,
+        mcp_http=not args.no_mcp,
+        mcp_api_key=args.mcp_api_key,
+        mcp_reexport=args.mcp_reexport,
     )
+
+
+def build_runtime(args: argparse.Namespace, settings: ServerSettings | None = None) -> Runtime:
+    """The engines, embedder, tool registry and MCP pool the serving commands' options ask for.
+
+    `settings` default to serve's (`server_settings`); `agent-runtime mcp` passes its own."""
+    settings = settings or server_settings(args)
     if args.max_tool_rounds < 1:
         raise ValueError(f"invalid --max-tool-rounds {args.max_tool_rounds}: must be >= 1")
     mcp_config_path = resolve_mcp_config_path(args.mcp_config)
@@ -103,14 +122,44 @@ def build_runtime(args: argparse.Namespace) -> Runtime:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    if args.max_waiting < 0 or args.keepalive <= 0:
-        raise ValueError(f"invalid --max-waiting {args.max_waiting} / --keepalive {args.keepalive}")
-    runtime = build_runtime(args)
+    settings = server_settings(args)
+    separate_mcp = settings.mcp_http and args.mcp_port is not None
+    if separate_mcp:
+        settings = dataclasses.replace(settings, mcp_http=False)  # the API's app leaves /mcp to the MCP port
+    runtime = build_runtime(args, settings)
     app = create_app(runtime)
-    log.info("serving %s on http://%s:%d (OpenAI API under /v1, docs at /docs)", ", ".join(runtime.engines),
-             args.host, args.port)
+    base = f"http://{args.host}:{args.port}"
+    log.info("serving %s on %s (OpenAI API under /v1, docs at /docs)", ", ".join(runtime.engines), base)
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+        if not separate_mcp:
+            if settings.mcp_http:
+                log.info("MCP server (streamable HTTP) at %s/mcp", base)
+            uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+        else:
+            mcp_app = mcp_http_app(build_mcp_server(runtime, reexport=settings.mcp_reexport), settings)
+            log.info("MCP server (streamable HTTP) at http://%s:%d/mcp", args.host, args.mcp_port)
+            asyncio.run(_serve_two(
+                uvicorn.Config(app, host=args.host, port=args.port, log_level="warning"),
+                uvicorn.Config(mcp_app, host=args.host, port=args.mcp_port, log_level="warning")))
     finally:
         runtime.shutdown()
     return 0
+
+
+class _SecondServer(uvicorn.Server):
+    """A uvicorn server that leaves signals to the main one (it stops when the main one stops)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        yield
+
+
+async def _serve_two(main: uvicorn.Config, second: uvicorn.Config) -> None:
+    """Two apps on two ports in one event loop (the engines and the MCP pool are shared)."""
+    other = _SecondServer(second)
+    task = asyncio.create_task(other.serve())
+    try:
+        await uvicorn.Server(main).serve()
+    finally:
+        other.should_exit = True
+        await task

@@ -1,4 +1,4 @@
-"""create_app: the FastAPI app serving the OpenAI routes, /health, /metrics and the OpenAPI docs."""
+"""create_app: the FastAPI app of the OpenAI routes, the MCP server at /mcp, /health, /metrics and the docs."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ import time
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse
+from mcp.server import MCPServer
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from agent_runtime import __version__
+from agent_runtime.mcp_server import build_mcp_server, mcp_endpoint
 from agent_runtime.openai import chat, completions, embeddings, messages, responses
 from agent_runtime.openai.errors import ApiError, error_body, install_handlers
 from agent_runtime.openai.metrics import render_metrics
@@ -61,17 +63,22 @@ class BodyLimit:
         await self.app(scope, counting_receive, send)
 
 
-def create_app(runtime: Runtime) -> FastAPI:
+def create_app(runtime: Runtime, *, mcp_server: MCPServer | None = None) -> FastAPI:
+    """The HTTP app; with settings.mcp_http, the MCP server (`mcp_server`, else built) at /mcp."""
+    if mcp_server is None and runtime.settings.mcp_http:
+        mcp_server = build_mcp_server(runtime, reexport=runtime.settings.mcp_reexport)
+
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI):
         # The MCP pool lives on the server's event loop: connect at start-up (never blocking it), stop after.
-        if runtime.mcp_pool is not None:
-            await runtime.mcp_pool.start()
-        try:
-            yield
-        finally:
+        # The /mcp endpoint is a sub-app whose lifespan Starlette does not run: its sessions run here.
+        async with contextlib.AsyncExitStack() as stack:
             if runtime.mcp_pool is not None:
-                await runtime.mcp_pool.stop()
+                await runtime.mcp_pool.start()
+                stack.push_async_callback(runtime.mcp_pool.stop)
+            if mcp_server is not None:
+                await stack.enter_async_context(mcp_server.session_manager.run())
+            yield
 
     app = FastAPI(title="agent-runtime", version=__version__, lifespan=lifespan,
                   description="OpenAI-compatible API of the MCP-native agent runtime")
@@ -83,7 +90,10 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["*"],
-                           allow_headers=["*"])
+                           allow_headers=["*"], expose_headers=["Mcp-Session-Id"])
+
+    if mcp_server is not None:
+        app.router.routes.append(mcp_endpoint(mcp_server, settings))
 
     v1 = APIRouter(dependencies=[Depends(require_api_key)])
     v1.include_router(chat.router)
