@@ -125,16 +125,19 @@ class AgentLoop:
                     await on_event(AgentEvent(round_no, delta=delta))
             message = output.message()
             result.rounds = round_no
-            server_calls = [c for c in message.tool_calls if c.name in server_names]
+            complete = [c for c in message.tool_calls if finish == "stop" or _is_object(c.arguments)]
+            server_calls = [c for c in complete if c.name in server_names]
             client_calls = [c for c in message.tool_calls if c.name not in server_names]
-            if not server_calls or finish != "stop":
+            if not server_calls or (finish != "stop" and client_calls):
+                # Nothing to run here (a round cut by max_tokens still runs its complete server-side calls).
                 result.message, result.finish_reason = message, _finish(finish, message)
                 break
             if on_event is not None:
                 await on_event(AgentEvent(round_no, calls_started=tuple(server_calls)))
             executions = await self._execute(round_no, server_calls, on_event)
             result.executions.extend(executions)
-            history.append(_assistant(message))
+            kept = tuple(c for c in message.tool_calls if c in server_calls or c in client_calls)  # not cut ones
+            history.append(_assistant(ParsedMessage(message.content, message.reasoning, kept)))
             history.extend({"role": "tool", "tool_call_id": e.call.id, "name": e.call.name,
                             "content": e.result.for_model()} for e in executions)
             if client_calls:  # the client runs these: hand them over (the server-side ones already ran)
@@ -166,6 +169,13 @@ def _assistant(message: ParsedMessage) -> dict:
             "tool_calls": [{"id": c.id, "type": "function",
                             "function": {"name": c.name, "arguments": _arguments(c.arguments)}}
                            for c in message.tool_calls]}
+
+
+def _is_object(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except json.JSONDecodeError:
+        return False
 
 
 def _arguments(text: str) -> Any:

@@ -69,8 +69,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_runtime_arguments(mcp)
     mcp.add_argument("--mcp-reexport", action="store_true",
                      help="also offer every registered tool (--mcp-config servers): an aggregating gateway")
-    mcp.add_argument("--enable-search", action="store_true",
-                     help="give the model the web-search tools (when this build has them)")
     mcp.set_defaults(func=_run_mcp)
     return parser
 
@@ -92,6 +90,23 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
                              "default: $MCP_CONFIG_PATH); see mcp-config.example.json")
     parser.add_argument("--max-tool-rounds", type=int, default=8,
                         help="most agent-loop rounds of server-side tool calls per request (default 8)")
+    search = parser.add_argument_group("web search (search_the_web, website_content_extractor)")
+    search.add_argument("--enable-search", action="store_true", help="give the model the web-search tools")
+    search.add_argument("--search-backend", default="ddg", choices=["ddg", "searxng"],
+                        help="DuckDuckGo (ddgs) or a SearXNG instance (default ddg)")
+    search.add_argument("--searxng-url", default=None, metavar="URL", help="the SearXNG instance (with searxng)")
+    search.add_argument("--search-max-results", type=int, default=10, help="results per search (default 10)")
+    search.add_argument("--search-context-size", default="medium", choices=["low", "medium", "high"],
+                        help="tokens of page text a search returns: 4096/8192/16384 (default medium)")
+    search.add_argument("--search-embedding-model", default=None, metavar="MODEL",
+                        help="sentence-transformers model re-ranking page chunks (default: packaged MiniLM)")
+    search.add_argument("--search-allow-private", nargs="?", const="all", default=None, metavar="HOSTS",
+                        help="let the fetcher reach private/loopback addresses: all, or a comma list of hosts "
+                             "or networks (default: refused)")
+    search.add_argument("--search-allowed-domain", action="append", default=[], metavar="DOMAIN",
+                        help="only fetch pages of these domains (repeatable)")
+    search.add_argument("--search-blocked-domain", action="append", default=[], metavar="DOMAIN",
+                        help="never fetch pages of these domains (repeatable)")
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, multiple: bool = False) -> None:

@@ -30,8 +30,6 @@ def run_mcp(args: argparse.Namespace) -> int:
     with _stdout_to_stderr():
         runtime = build_runtime(args, ServerSettings(max_tool_rounds=args.max_tool_rounds,
                                                      mcp_reexport=args.mcp_reexport))
-    if args.enable_search and not any("search" in name for name in runtime.registry.names()):
-        log.warning("--enable-search: web search is not available yet in this build; serving without it")
     try:
         anyio.run(_serve_stdio, runtime)
     finally:

@@ -21,6 +21,7 @@ from agent_runtime.openai import create_app
 from agent_runtime.runtime import Runtime, ServerSettings
 from agent_runtime.tool_parsers import parser_names
 from engine import AsyncEngine, EngineConfig
+from tools import SearchOptions, register_search_tools
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,23 @@ def server_settings(args: argparse.Namespace) -> ServerSettings:
     )
 
 
+def search_options(args: argparse.Namespace) -> SearchOptions:
+    """--search-* flags as SearchOptions (a SearchOptionsError, a ValueError, names the bad value)."""
+    allow = args.search_allow_private
+    allow_private: bool | frozenset[str] = False
+    if allow == "all":
+        allow_private = True
+    elif allow:
+        allow_private = frozenset(h.strip() for h in allow.split(",") if h.strip())
+    if args.search_backend == "searxng" and not args.searxng_url:
+        raise ValueError("--search-backend searxng needs --searxng-url URL")
+    return SearchOptions(backend=args.search_backend, searxng_url=args.searxng_url,
+                         max_results=args.search_max_results, context_size=args.search_context_size,
+                         embedding_model=args.search_embedding_model, allow_private=allow_private,
+                         allowed_domains=tuple(args.search_allowed_domain),
+                         blocked_domains=tuple(args.search_blocked_domain))
+
+
 def build_runtime(args: argparse.Namespace, settings: ServerSettings | None = None) -> Runtime:
     """The engines, embedder, tool registry and MCP pool the serving commands' options ask for.
 
@@ -91,6 +109,7 @@ def build_runtime(args: argparse.Namespace, settings: ServerSettings | None = No
         raise ValueError(f"invalid --max-tool-rounds {args.max_tool_rounds}: must be >= 1")
     mcp_config_path = resolve_mcp_config_path(args.mcp_config)
     mcp_config = load_mcp_config(mcp_config_path) if mcp_config_path else None  # bad files fail before loading
+    search = search_options(args) if getattr(args, "enable_search", False) else None
     engines: dict[str, AsyncEngine] = {}
     flag = {"tool_parser": args.tool_parser} if getattr(args, "tool_parser", None) else {}
     entries = [(name, source, flag) for name, source in model_specs(args.model)] \
@@ -114,6 +133,11 @@ def build_runtime(args: argparse.Namespace, settings: ServerSettings | None = No
 
         embedder = Embedder(args.embedding_model, device=str(next(iter(engines.values())).loaded.device))
     runtime = Runtime(engines, settings, embedder=embedder, tool_parsers=tool_parsers)
+    if getattr(args, "enable_search", False):
+        engine = next(iter(engines.values()))
+        # The re-ranking model runs on the engine thread: one OpenMP pool (see engine/omp_pool.py).
+        register_search_tools(runtime.registry, search, run_model=engine.run_on_engine_thread)
+        log.info("web search on (%s backend): search_the_web, website_content_extractor", search.backend)
     if mcp_config is not None:
         runtime.mcp_pool = McpClientPool(mcp_config, runtime.registry)
         log.info("MCP: %d server(s) from %s, connected in the background", len(mcp_config.servers),

@@ -35,6 +35,14 @@ class ToolRegistry:
         for tool in tools:
             self.register(tool)
 
+    def with_replaced(self, tools: Iterable[Tool]) -> ToolRegistry:
+        """A copy for one request in which `tools` stand in for the registered tools of the same names."""
+        replacing = {t.spec.name: t for t in tools}
+        copy = ToolRegistry()
+        for name, tool in self._tools.items():
+            copy.register(replacing.get(name, tool))
+        return copy
+
     def get(self, name: str) -> Tool | None:
         return self._tools.get(name)
 

@@ -197,7 +197,7 @@ async def _with_server_tools(body: ChatCompletionRequest, request: Request, admi
         if body.n != 1:
             raise ApiError(400, "n must be 1 when server-side tools are active (or send server_tools: false)",
                            param="n", code="unsupported_value")
-        loop = AgentLoop(engine, runtime.tool_parser(admission.model), runtime.registry,
+        loop = AgentLoop(engine, runtime.tool_parser(admission.model), _request_registry(runtime, body),
                          max_tool_rounds=body.max_tool_rounds or runtime.settings.max_tool_rounds)
         logprobs = (body.top_logprobs or 0) if body.logprobs else None
         run_kwargs = dict(
@@ -218,3 +218,11 @@ async def _with_server_tools(body: ChatCompletionRequest, request: Request, admi
         events = stream_agent(loop, run_kwargs, meta, admission, include_usage)
         return StreamingResponse(with_keepalive(events, runtime.settings.keepalive_s), media_type="text/event-stream")
     return await run_agent(loop, run_kwargs, meta, admission)
+
+
+def _request_registry(runtime, body: ChatCompletionRequest):
+    """The runtime's tools, with the web-search ones held to web_search_options.search_context_size."""
+    size = body.web_search_options.search_context_size if body.web_search_options else None
+    sized = [tool.with_context_size(size) for tool in (runtime.registry.get(n) for n in runtime.registry.names())
+             if size and hasattr(tool, "with_context_size")]
+    return runtime.registry.with_replaced(sized) if sized else runtime.registry

@@ -53,6 +53,12 @@ class ChatMessage(_Lenient):
     tool_call_id: str | None = None
 
 
+class WebSearchOptions(_Lenient):
+    """OpenAI's chat field; with --enable-search it sets this request's search budget."""
+
+    search_context_size: Literal["low", "medium", "high"] = "medium"
+
+
 class ChatCompletionRequest(SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
@@ -66,6 +72,7 @@ class ChatCompletionRequest(SamplingFields):
     chat_template_kwargs: dict[str, Any] | None = None
     # Server-side tools (agent_runtime/agent.py): off for this request, and the loop's round limit.
     server_tools: bool = True
+    web_search_options: WebSearchOptions | None = None
     max_tool_rounds: int | None = Field(default=None, ge=1, le=64)
 
 

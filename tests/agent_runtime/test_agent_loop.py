@@ -280,3 +280,23 @@ def test_v1_tools_lists_the_servers_tools_with_schemas(agent_server):
     by_name = {t["name"]: t for t in listing["data"]}
     assert by_name["everything__get-sum"]["input_schema"]["required"] == ["a", "b"]
     assert listing["servers"][0]["id"] == "everything" and listing["servers"][0]["state"] == "ready"
+
+
+def test_a_round_cut_by_max_tokens_still_runs_its_complete_calls():
+    class CutEngine(ScriptedEngine):
+        async def generate(self, prompt_ids, params):
+            self.prompts.append(self.tokenizer.decode(prompt_ids))
+            text = self.script.pop(0)
+            yield StreamChunk("r", text, [1], None, "length" if "<tool_call>" in text else "stop")
+
+    async def main():
+        registry = ToolRegistry()
+        registry.register(RecordingTool("alpha", []))
+        cut = calls(("alpha", {"x": 1})) + '\n<tool_call>\n{"name": "alpha", "arguments": {"x'
+        engine = CutEngine([cut, "Done."])
+        return await AgentLoop(engine, HERMES, registry).run([{"role": "user", "content": "go"}], SamplingParams())
+
+    result = asyncio.run(main())
+    assert [e.result.text for e in result.executions] == ["alpha says 2"]
+    assert len(result.messages[1]["tool_calls"]) == 1  # the cut call is not in the history
+    assert result.message.content == "Done."
