@@ -24,6 +24,8 @@ from agent_runtime.mcp_server.prompts import register_prompts
 from agent_runtime.runtime import Runtime
 from tools import ToolResult
 
+WEB_SEARCH_SOURCE = "web_search"  # tools/web_search registers its tools under this source
+
 INSTRUCTIONS = """\
 agent-runtime serves local language models. Tools: `chat` (a conversation or one prompt; use_tools lets \
 the model call this server's registered tools in an agent loop), `complete` (continue raw text), `embed` \
@@ -40,17 +42,21 @@ class RuntimeMcpServer(MCPServer):
         self.runtime = runtime
         self.reexport = reexport
 
+    def _offered(self, source: str) -> bool:
+        """Registry tools offered here: all of them with reexport; the web-search tools whenever search is on."""
+        return self.reexport or source == WEB_SEARCH_SOURCE
+
     async def list_tools(self) -> list[McpToolInfo]:
         tools = await super().list_tools()
-        if self.reexport:
-            own = {t.name for t in tools}  # a native tool wins a name clash
-            tools += [McpToolInfo(name=spec.name, description=spec.description or spec.original_name,
-                                  input_schema=spec.input_schema, _meta={"agent-runtime/source": spec.source})
-                      for spec in self.runtime.registry.specs() if spec.name not in own]
+        own = {t.name for t in tools}  # a native tool wins a name clash
+        tools += [McpToolInfo(name=spec.name, description=spec.description or spec.original_name,
+                              input_schema=spec.input_schema, _meta={"agent-runtime/source": spec.source})
+                  for spec in self.runtime.registry.specs() if spec.name not in own and self._offered(spec.source)]
         return tools
 
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Context | None = None) -> Any:
-        if self.reexport and name in self.runtime.registry and name not in await self._native_names():
+        tool = self.runtime.registry.get(name)
+        if tool is not None and self._offered(tool.spec.source) and name not in await self._native_names():
             return _call_result(await self.runtime.registry.call(name, arguments))
         return await super().call_tool(name, arguments, context)
 

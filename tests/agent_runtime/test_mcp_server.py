@@ -267,3 +267,27 @@ async def test_the_returned_server_takes_more_tools(runtime):
 
     async with Client(server, mode="legacy") as client:
         assert (await client.call_tool("fixture_tool", {})).content[0].text == "fixture ok"
+
+
+def test_web_search_tools_are_offered_when_search_is_on(smollm_engine):
+    import anyio
+    from mcp import Client
+
+    from agent_runtime.mcp_server import build_mcp_server
+    from agent_runtime.runtime import Runtime
+    from tools import register_search_tools
+    from tools.web_search import SearchOptions
+
+    runtime = Runtime({"SmolLM2-135M-Instruct": smollm_engine})
+    register_search_tools(runtime.registry, SearchOptions(backend="searxng", searxng_url="http://127.0.0.1:9"))
+
+    async def main():
+        async with Client(build_mcp_server(runtime), mode="legacy") as client:
+            tools = {t.name: t for t in (await client.list_tools()).tools}
+            result = await client.call_tool("website_content_extractor", {"url": "http://10.0.0.1/x"})
+            return tools, result
+
+    tools, result = anyio.run(main)
+    assert {"search_the_web", "website_content_extractor", "chat"} <= tools.keys()
+    assert tools["search_the_web"].input_schema["required"] == ["query"]
+    assert result.is_error  # a private address is refused, as a tool error
