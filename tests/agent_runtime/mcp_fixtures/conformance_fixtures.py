@@ -66,10 +66,12 @@ ELICIT_ENUMS_SCHEMA: dict[str, Any] = {
                        "enum": ["opt1", "opt2", "opt3"],
                        "enumNames": ["Option One", "Option Two", "Option Three"]},
         "untitledMulti": {"type": "array", "description": "Select several options", "minItems": 1,
-                          "maxItems": 3, "items": {"type": "string", "enum": ["option1", "option2", "option3"]}},
+                          "maxItems": 3,
+                          "items": {"type": "string", "enum": ["option1", "option2", "option3"]}},
         "titledMulti": {"type": "array", "description": "Select several titled options", "minItems": 1,
-                        "maxItems": 3, "items": {
-                            "anyOf": _choices("First Choice", "Second Choice", "Third Choice", prefix="value")}},
+                        "maxItems": 3,
+                        "items": {"anyOf": _choices("First Choice", "Second Choice", "Third Choice",
+                                                    prefix="value")}},
     },
     "required": [],
 }
@@ -113,7 +115,7 @@ def _register_tools(server: MCPServer) -> None:
         return [_embedded()]
 
     @server.tool(description="Conformance fixture: returns text, an image and an embedded resource.")
-    def test_multiple_content_types() -> list[types.TextContent | types.ImageContent | types.EmbeddedResource]:
+    def test_multiple_content_types() -> list[types.ContentBlock]:
         return [types.TextContent(type="text", text="Multiple content types test:"), _image(), _embedded()]
 
     @server.tool(description="Conformance fixture: sends three log notifications while it runs.")
@@ -137,7 +139,8 @@ def _register_tools(server: MCPServer) -> None:
     @server.tool(description="Conformance fixture: asks the client's LLM (sampling/createMessage).")
     async def test_sampling(prompt: str, ctx: Context) -> str:
         result = await ctx.session.create_message(
-            messages=[types.SamplingMessage(role="user", content=types.TextContent(type="text", text=prompt))],
+            messages=[types.SamplingMessage(role="user",
+                                            content=types.TextContent(type="text", text=prompt))],
             max_tokens=100, related_request_id=ctx.request_id)
         return f"LLM response: {getattr(result.content, 'text', result.content)}"
 
