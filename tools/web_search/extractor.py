@@ -5,9 +5,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-import trafilatura
-from trafilatura.utils import load_html
-
 from tools.web_search.fetcher import HTML_TYPES, FetchedPage
 
 _BLANK_RUNS = re.compile(r"\n{3,}")
@@ -32,6 +29,9 @@ def extract_text(page: FetchedPage) -> PageText:
     if page.content_type not in HTML_TYPES:
         text = page.body.decode(page.charset or "utf-8", errors="replace")
         return PageText(page.url, "", _tidy(text), page.truncated)
+    import trafilatura  # heavy (lxml, dateparser): loaded with the first page, not with the runtime
+    from trafilatura.utils import load_html
+
     html = page.body.decode(page.charset, errors="replace") if page.charset else page.body
     tree = load_html(html)
     if tree is None:
