@@ -70,6 +70,27 @@ def build_parser() -> argparse.ArgumentParser:
     mcp.add_argument("--mcp-reexport", action="store_true",
                      help="also offer every registered tool (--mcp-config servers): an aggregating gateway")
     mcp.set_defaults(func=_run_mcp)
+
+    chat = sub.add_parser("chat", help="interactive terminal chat with the models and their tools",
+                          description="Chat in the terminal: streamed Markdown answers, tool calls "
+                                      "(--mcp-config, --enable-search) as they run. /help lists the commands.")
+    add_model_arguments(chat, multiple=True)
+    add_runtime_arguments(chat)
+    chat.add_argument("--system", default=None, help="system message")
+    chat.add_argument("--temperature", type=float, default=0.7, help="default 0.7 (/temperature changes it)")
+    chat.add_argument("--top-p", type=float, default=1.0)
+    chat.add_argument("--max-tokens", type=int, default=1024, help="most new tokens per round (default 1024)")
+    chat.add_argument("--seed", type=int, default=None, help="seed for reproducible sampling")
+    chat.set_defaults(func=_run_chat)
+
+    bench = sub.add_parser("bench", help="measure TTFT, TPOT, prefill and decode tok/s at several concurrencies",
+                           description="Benchmark a model in this process: N requests arrive together at each "
+                                       "--concurrency level; prints TTFT, TPOT, prefill and decode tok/s.")
+    add_model_arguments(bench)
+    from agent_runtime.bench_command import add_bench_arguments
+
+    add_bench_arguments(bench)
+    bench.set_defaults(func=_run_bench)
     return parser
 
 
@@ -196,6 +217,18 @@ def _run_mcp(args: argparse.Namespace) -> int:
     from agent_runtime.mcp_command import run_mcp
 
     return run_mcp(args)
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    from agent_runtime.bench_command import run_bench
+
+    return run_bench(args)
+
+
+def _run_chat(args: argparse.Namespace) -> int:
+    from agent_runtime.chat_command import run_chat
+
+    return run_chat(args)
 
 
 def _run_generate(args: argparse.Namespace) -> int:

@@ -28,26 +28,30 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_cpu import PARAGRAPH, default_gguf_path, load_hf_tokenizer, parse_engines, peak_rss_mb  # noqa: E402
+from bench_cpu import default_gguf_path, load_hf_tokenizer, parse_engines  # noqa: E402
 
-# Each prompt starts with its own word (words whose first token is taken are skipped):
+from agent_runtime.bench import (  # noqa: E402
+    FIRST_WORDS,
+    PARAGRAPH,
+    measure_level,
+    peak_rss_mb,
+    relative,
+    summarise,
+)
+
+# Each prompt starts with its own word of FIRST_WORDS (words whose first token is taken are skipped):
 # 1 warm-up prompt + sum(levels) measured ones.
-FIRST_WORDS = (
-    "Amber Bridge Copper Desert Eagle Forest Garden Harbor Island Jungle Kettle Lemon Mountain "
-    "Needle Ocean Pepper Quartz River Silver Tiger Umbrella Velvet Window Yellow Zebra Anchor "
-    "Basket Candle Dolphin Engine Feather Glacier Hammer Ivory Jacket Kingdom Ladder Marble "
-    "Nickel Orchard Pillow Rabbit Saddle Tunnel Violin Walnut Yogurt Arrow Blanket Cactus Dragon "
-    "Falcon Guitar Helmet Insect Jasmine Kitten Lantern Meadow Napkin Oyster Parrot Rocket Sunset"
-).split()
-ENGINES = ("ours-f32", "ours-bf16", "mistralrs", "llamacpp")
+ENGINES = ("ours-f32", "ours-bf16", "mistralrs", "llamacpp", "hf")
+DEFAULT_ENGINES = "ours-f32,ours-bf16,mistralrs,llamacpp"
 LABELS = {"ours-f32": "ours (f32)", "ours-bf16": "ours (bf16)", "mistralrs": "mistralrs",
-          "llamacpp": "llama-cpp-python"}
-PEER_MODULES = {"mistralrs": "mistralrs", "llamacpp": "llama_cpp"}
+          "llamacpp": "llama-cpp-python", "hf": "HF transformers (fp32)"}
+PEER_MODULES = {"mistralrs": "mistralrs", "llamacpp": "llama_cpp", "hf": "transformers"}
 NOTES = {
     "mistralrs": "request i+1 is submitted only after request i streamed its first token (its batched "
                  "prefill crashes on CPU); decode steps still batch",
     "llamacpp": "single-sequence binding: the N requests run one after another (FCFS), so TTFT includes "
                 "the wait for the requests before it (llama.cpp's own server could batch; this binding can't)",
+    "hf": "one generate() per request, one after another (FCFS), fp32 (GGUF dequantised)",
 }
 
 
@@ -85,35 +89,24 @@ def run_ours(job: dict, dtype: str) -> dict:
     import asyncio
     import importlib.metadata
 
-    from engine import AsyncEngine, EngineConfig, SamplingParams
+    from engine import AsyncEngine, EngineConfig
 
     start = time.perf_counter()
-    eng = AsyncEngine(EngineConfig(dtype=dtype, enable_prefix_caching=True, num_threads=job["threads"],
+    eng = AsyncEngine(EngineConfig(model=job["gguf"], dtype=dtype, enable_prefix_caching=True,
+                                   num_threads=job["threads"],
                                    max_num_seqs=max(EngineConfig.max_num_seqs, *job["levels"])))
     out = {"load_s": time.perf_counter() - start, "version": f"torch {importlib.metadata.version('torch')}",
            "native": eng.loaded.native, "model_path": str(eng.loaded.source.path), "levels": []}
     # From here on the main thread runs no torch work: the engine thread owns the only OpenMP pool.
 
-    async def one(ids: list[int], n_new: int, stamps: list) -> None:
-        params = SamplingParams(temperature=0, max_tokens=n_new, ignore_eos=True)
-        async for chunk in eng.generate(ids, params):
-            if chunk.token_ids:
-                stamps.append((time.perf_counter(), len(chunk.token_ids)))
-
-    async def level(prompts: list[dict], n_new: int) -> tuple[float, list[list]]:
-        stamps: list[list] = [[] for _ in prompts]
-        t0 = time.perf_counter()
-        await asyncio.gather(*(one(p["ids"], n_new, s) for p, s in zip(prompts, stamps, strict=True)))
-        return t0, stamps
-
     counters = ("prefix_cache_hits", "preemptions", "steps")
     try:
-        asyncio.run(level(job["prompts"][:1], 8))
+        asyncio.run(measure_level(eng, [job["prompts"][0]["ids"]], 8))
         for n, prompts in level_prompts(job):
             before, load = eng.stats(), os.getloadavg()[0]
-            t0, stamps = asyncio.run(level(prompts, job["new_tokens"]))
+            stamps = asyncio.run(measure_level(eng, [p["ids"] for p in prompts], job["new_tokens"]))
             after = eng.stats()
-            out["levels"].append({"n": n, "loadavg_1m_before": load, "stamps": relative(t0, stamps),
+            out["levels"].append({"n": n, "loadavg_1m_before": load, "stamps": stamps,
                                   **{k: after[k] - before[k] for k in counters}})
     finally:
         eng.shutdown()
@@ -213,9 +206,46 @@ def run_llamacpp(job: dict) -> dict:
     return out
 
 
-def relative(t0: float, stamps: list[list]) -> list[list[tuple[float, int]]]:
-    """Timestamps in seconds after the level's common arrival time t0."""
-    return [[(t - t0, n) for t, n in s] for s in stamps]
+def run_hf(job: dict) -> dict:
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM
+    from transformers.generation.streamers import BaseStreamer
+
+    torch.set_num_threads(job["threads"])
+    gguf = Path(job["gguf"])
+    start = time.perf_counter()
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32).eval()
+    out = {"load_s": time.perf_counter() - start, "levels": [],
+           "version": f"transformers {transformers.__version__} / torch {torch.__version__}"}
+
+    class Stamps(BaseStreamer):
+        def __init__(self, stamps: list) -> None:
+            self.stamps, self.prompt_seen = stamps, False
+
+        def put(self, value) -> None:
+            if self.prompt_seen:  # generate() pushes the prompt ids first
+                self.stamps.append((time.perf_counter(), value.numel()))
+            self.prompt_seen = True
+
+        def end(self) -> None:
+            pass
+
+    def one(ids: list[int], n_new: int, stamps: list) -> None:
+        x = torch.tensor([ids])
+        with torch.inference_mode():
+            model.generate(x, attention_mask=torch.ones_like(x), do_sample=False, max_new_tokens=n_new,
+                           min_new_tokens=n_new, streamer=Stamps(stamps), pad_token_id=0)
+
+    one(job["prompts"][0]["ids"], 8, [])
+    for n, prompts in level_prompts(job):
+        load = os.getloadavg()[0]
+        stamps: list[list] = [[] for _ in prompts]
+        t0 = time.perf_counter()
+        for p, s in zip(prompts, stamps, strict=True):  # FCFS: one sequence at a time
+            one(p["ids"], job["new_tokens"], s)
+        out["levels"].append({"n": n, "loadavg_1m_before": load, "stamps": relative(t0, stamps)})
+    return out
 
 
 def child_main(engine: str) -> None:
@@ -225,7 +255,7 @@ def child_main(engine: str) -> None:
     result_fd = os.dup(1)
     os.dup2(2, 1)
     runners = {"ours-f32": lambda j: run_ours(j, "f32"), "ours-bf16": lambda j: run_ours(j, "bf16"),
-               "mistralrs": run_mistralrs, "llamacpp": run_llamacpp}
+               "mistralrs": run_mistralrs, "llamacpp": run_llamacpp, "hf": run_hf}
     with contextlib.redirect_stdout(sys.stderr):
         result = runners[engine](job)
     result["peak_rss_mb"] = peak_rss_mb()
@@ -247,34 +277,6 @@ def run_child(engine: str, job: dict) -> dict | None:
         print(f"{engine}: FAILED (exit {proc.returncode})\n{proc.stderr[-4000:]}", file=sys.stderr)
         return None
     return json.loads(lines[-1])
-
-
-def summarise(level: dict) -> dict:
-    """Aggregate throughput and latency percentiles from one level's per-request timestamps."""
-    from engine.metrics import percentile  # nearest rank, as the engine's own /metrics
-
-    stamps = level["stamps"]
-    firsts = [s[0][0] for s in stamps]
-    last = max(s[-1][0] for s in stamps)
-    tokens = [sum(n for _, n in s) for s in stamps]
-    itl = []
-    for s in stamps:
-        for (t_prev, _), (t, n) in zip(s, s[1:], strict=False):
-            itl.extend([(t - t_prev) / n] * n)  # a chunk of n tokens counts as n equal gaps
-    after_first = sum(tokens) - sum(s[0][1] for s in stamps)
-    return {
-        "n": level["n"],
-        "tokens": sum(tokens),
-        "min_tokens_per_request": min(tokens),
-        "wall_s": last,
-        "agg_tok_s": sum(tokens) / last,
-        "agg_decode_tok_s": after_first / (last - min(firsts)) if last > min(firsts) else 0.0,
-        "ttft_p50_ms": percentile(firsts, 50) * 1e3,
-        "ttft_p99_ms": percentile(firsts, 99) * 1e3,
-        "itl_p50_ms": percentile(itl, 50) * 1e3 if itl else 0.0,
-        "itl_p99_ms": percentile(itl, 99) * 1e3 if itl else 0.0,
-        "loadavg_1m_before": level["loadavg_1m_before"],
-    }
 
 
 def print_rows(header: list[str], rows: list[list[str]], group: list[str] | None = None) -> None:
@@ -313,7 +315,7 @@ def print_report(summaries: dict[str, dict[int, dict]], levels: list[int]) -> No
     for ours in ("ours-f32", "ours-bf16"):
         if agg(ours, 1) and agg(ours, 8):
             print(f"{LABELS[ours]}: aggregate at 8 / at 1 = {agg(ours, 8) / agg(ours, 1):.2f}x (target >= 3x)")
-        for peer in ("mistralrs", "llamacpp"):
+        for peer in ("mistralrs", "llamacpp", "hf"):
             ratios = [f"at {n}: {agg(ours, n) / agg(peer, n):.2f}x" for n in (8, 32) if agg(ours, n) and agg(peer, n)]
             if ratios:
                 print(f"{LABELS[ours]} / {LABELS[peer]} aggregate tok/s " + ", ".join(ratios))
@@ -321,13 +323,16 @@ def print_report(summaries: dict[str, dict[int, dict]], levels: list[int]) -> No
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--engines", default=",".join(ENGINES), help=f"comma-separated subset of: {','.join(ENGINES)}")
+    ap.add_argument("--engines", default=DEFAULT_ENGINES,
+                    help=f"comma-separated subset of: {','.join(ENGINES)} (default: all but hf)")
     ap.add_argument("--levels", default="1,8,32", help="comma-separated numbers of concurrent requests")
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                     help="threads per engine (default: all cores available)")
     ap.add_argument("--new-tokens", type=int, default=128, help="greedy new tokens per request (EOS ignored)")
     ap.add_argument("--prompt-len", type=int, default=256, help="prompt tokens per request")
     ap.add_argument("--json", type=Path, help="write the config, raw timestamps and summaries to this file")
+    ap.add_argument("--gguf", type=Path,
+                    help="the GGUF model every engine loads (default: the embedded SmolLM2 Q4_1)")
     ap.add_argument("--child", choices=ENGINES, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -343,7 +348,7 @@ def main() -> None:
     if min(args.threads, args.new_tokens, args.prompt_len) < 1:
         ap.error("--threads, --new-tokens and --prompt-len must be >= 1")
 
-    gguf = default_gguf_path()
+    gguf = args.gguf.resolve() if args.gguf else default_gguf_path()
     prompts = build_prompts(load_hf_tokenizer(gguf), 1 + sum(levels), args.prompt_len)
     job = {"gguf": str(gguf), "threads": args.threads, "levels": levels, "new_tokens": args.new_tokens,
            "prompt_len": args.prompt_len, "prompts": prompts}
@@ -368,7 +373,7 @@ def main() -> None:
             continue
         result["loadavg_1m_before"] = load_before
         results[engine] = result
-        summaries[engine] = {lv["n"]: summarise(lv) for lv in result["levels"]}
+        summaries[engine] = {lv["n"]: summarise(lv, args.prompt_len) for lv in result["levels"]}
         print(f"    {result['version']}; load {result['load_s']:.2f} s, peak RSS {result['peak_rss_mb']:.0f} MB, "
               f"{time.perf_counter() - start:.0f} s in all", flush=True)
         if result.get("prompt_token_mismatches"):

@@ -16,26 +16,19 @@ import contextlib
 import importlib.util
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from agent_runtime.bench import PARAGRAPH, peak_rss_mb
+
 N_PROMPT = 512
 N_NEW = 128
 N_AGREE = 32
 WARMUP_TEXT = "Warm up the engine with a short prompt."
 CHAT_QUESTION = "What is the capital of France?"
-PARAGRAPH = (
-    "The old lighthouse stood on a rocky point at the edge of the bay, and every "
-    "evening the keeper climbed the narrow stairs to light the lamp. Ships passing "
-    "in the night relied on its steady beam to find their way between the reefs. "
-    "In the morning he would walk along the shore, collecting driftwood and "
-    "watching the fishing boats return with their catch, while gulls circled "
-    "overhead and the tide slowly crept back over the sand. "
-)
 ENGINES = ("ours", "hf")
 # (result key, column title, higher is better)
 METRICS = (
@@ -94,10 +87,6 @@ def timings(t0: float, stamps: list[tuple[float, int]]) -> dict:
         "decode_tok_s": (n_new - n_first) / (t_last - t_first),
         "n_new": n_new,
     }
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
 # --- children: one engine per process -------------------------------------------------------------

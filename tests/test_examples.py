@@ -26,3 +26,15 @@ def test_python_api_example_prints_each_section():
     for label in ("completion:", "batch:", "chat:", "stream:", "[finish="):
         assert label in out
     assert "Paris" in out
+
+
+def test_claude_desktop_config_matches_the_readme():
+    import json
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    config = json.loads((root / "examples" / "claude_desktop_config.json").read_text())
+    blocks = re.findall(r"```json\n(.*?)```", (root / "README.md").read_text(), re.S)
+    assert config in [json.loads(b) for b in blocks if "mcpServers" in b], \
+        "examples/claude_desktop_config.json differs from the README's Claude Desktop snippet"
+    assert config["mcpServers"]["agent-runtime"]["args"][0] == "mcp"
