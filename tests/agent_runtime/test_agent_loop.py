@@ -14,11 +14,12 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from conftest import free_port
+from conftest import free_port, serve
 
 from agent_runtime.agent import AgentLoop
 from agent_runtime.config import parse_mcp_config
 from agent_runtime.mcp_client import McpClientPool
+from agent_runtime.runtime import Runtime
 from agent_runtime.tool_calling import ToolChoice
 from agent_runtime.tool_parsers import FunctionTool, ToolCall, get_parser
 from engine import SamplingParams, StreamChunk
@@ -223,9 +224,6 @@ def test_serve_with_mcp_config_answers_with_the_tools_result(tmp_path):
 @pytest.fixture(scope="module")
 def agent_server(smollm_engine, everything_pool_config):
     """The embedded model served in-process with server-everything's tools registered."""
-    from conftest import serve
-
-    from agent_runtime.runtime import Runtime
 
     runtime = Runtime({"SmolLM2-135M-Instruct": smollm_engine})
     runtime.mcp_pool = McpClientPool(everything_pool_config, runtime.registry)

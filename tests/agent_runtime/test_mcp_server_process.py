@@ -141,7 +141,7 @@ def test_stdio_answers_bad_input_with_json_rpc_errors_and_goes_on(tiny_model):
         proc.stdin.close()  # the client leaves: the server exits
         assert proc.wait(timeout=30) == 0
         stderr = proc.stderr.read()
-        assert "web search is not available yet" in stderr and "MCP server on stdio: 4 tool(s)" in stderr
+        assert "web search on" in stderr and "MCP server on stdio: 6 tool(s)" in stderr  # + the 2 search tools
     finally:
         if proc.poll() is None:
             proc.kill()
