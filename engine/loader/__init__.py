@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from dataclasses import dataclass
 
 import torch
+from tqdm.auto import tqdm
 
 from engine.errors import ModelLoadError, UnsupportedArchitectureError
 from engine.loader.gguf_checkpoint import GgufCheckpoint
@@ -108,7 +110,11 @@ def _build_native(spec, checkpoint, source, dtype: torch.dtype, device: torch.de
     tensors = checkpoint.tensors(expected) if source.kind == "gguf" else checkpoint.tensors()
     loaded: set[str] = set()
     unknown: list[str] = []
-    for name, tensor in tensors:
+    # A progress bar on a terminal's stderr (tqdm's disable=None: off when stderr is not a TTY, so logs,
+    # tests and the MCP stdio protocol see nothing of it).
+    progress = tqdm(tensors, total=len(expected), desc=f"loading {source.name}", unit="tensor", leave=False,
+                    disable=None, file=sys.stderr)
+    for name, tensor in progress:
         try:
             if module.load_weight(name, tensor):
                 loaded.add(name)
