@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Sequence
 
 from .base import FunctionTool, ParserStream, SpecialToken, ToolCall, ToolParser
-from .json_calls import ArgumentsStream, arguments_text
+from .json_calls import arguments_text, stream_call
 from .json_scan import Cursor, NeedMore, NotMarkup
 from .lark_grammar import alternatives, json_value, lark, literal, marker
 from .markup_stream import MarkupStream, TextRun
@@ -115,15 +115,7 @@ class _HarmonyStream(MarkupStream):
             self._body = self.content
             self.state = self._text_body
             return True
-        self.start_call(self._function)
-        self._arguments = ArgumentsStream(self)
-        self.state = self._streaming
-        return True
-
-    def _streaming(self) -> bool:
-        if not self._arguments.step():
-            return False
-        self.state = self._call_end
+        stream_call(self, self._function, self._call_end)
         return True
 
     def _call_end(self) -> bool:

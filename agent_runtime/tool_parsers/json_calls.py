@@ -8,7 +8,7 @@ from enum import Enum
 
 from .base import ToolCall
 from .json_scan import ARGUMENT_KEYS, Cursor, NeedMore, NotMarkup, ValueScanner, call_from_object
-from .markup_stream import MarkupStream
+from .markup_stream import MarkupStream, State
 
 
 class ArgumentsStream:
@@ -24,6 +24,21 @@ class ArgumentsStream:
         end = self._scanner.scan(self._stream.buf)
         self._stream.out.arguments(self._stream.take(len(self._stream.buf) if end is None else end))
         return end is not None
+
+
+def stream_call(stream: MarkupStream, name: str, then: State, call_id: str | None = None) -> None:
+    """Start a call whose arguments (one JSON object) come next in `stream`: they stream into the call as
+    they arrive, and once the object has ended the stream goes on in state `then`."""
+    stream.start_call(name, call_id)
+    arguments = ArgumentsStream(stream)
+
+    def streaming() -> bool:
+        if not arguments.step():
+            return False
+        stream.state = then
+        return True
+
+    stream.state = streaming
 
 
 class Status(Enum):

@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Sequence
 
 from .base import FunctionTool, ParserStream, SpecialToken, ToolCall, ToolParser, alphanumeric_id
-from .json_calls import ArgumentsStream, JsonCallsReader, Status, render_call_object
+from .json_calls import JsonCallsReader, Status, render_call_object, stream_call
 from .json_scan import Cursor, NeedMore, NotMarkup
 from .lark_grammar import alternatives, call_objects, json_value, lark, literal, marker
 from .markup_stream import MarkupStream
@@ -95,9 +95,7 @@ class _MistralStream(MarkupStream):
             call_id = None
         else:
             self._given_ids.add(call_id)
-        self.start_call(name, call_id)
-        self._arguments = ArgumentsStream(self)
-        self.state = self._streaming
+        stream_call(self, name, self._content, call_id)
         return True
 
     def _json_calls(self) -> bool:
@@ -107,9 +105,3 @@ class _MistralStream(MarkupStream):
         if status in (Status.REJECT, Status.DONE):
             self.state = self._content
         return status is not Status.WAIT
-
-    def _streaming(self) -> bool:
-        if not self._arguments.step():
-            return False
-        self.state = self._content
-        return True
