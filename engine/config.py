@@ -12,6 +12,8 @@ _UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "kib": 2**10, "m": 2**20, "mb"
 class EngineConfig:
     """How to load the model and how to run requests on it.
 
+    `isq` None keeps a GGUF's own quantization (int4/int8 kernels) and loads safetensors dense; "int8" /
+    "int4" quantize the projections at load; "none" loads every weight dense in `dtype`.
     `max_num_batched_tokens` None means 2048 on CPU and 8192 on GPU. `kv_cache_memory` (bytes)
     None means: on GPU, `gpu_memory_utilization` of the free memory after loading; on CPU, enough
     for `max_num_seqs` full-length sequences, capped at 25% of the machine's available memory.
@@ -31,6 +33,7 @@ class EngineConfig:
     max_model_len: int | None = None
     num_threads: int | None = None
     warmup: bool = True
+    isq: str | None = None
 
     def __post_init__(self) -> None:
         def positive(name: str, allow_none: bool = False) -> None:
@@ -46,6 +49,8 @@ class EngineConfig:
         positive("kv_cache_memory", allow_none=True)
         positive("max_model_len", allow_none=True)
         positive("num_threads", allow_none=True)
+        if self.isq is not None and self.isq not in ("none", "int8", "int4"):
+            raise ValueError(f"invalid isq={self.isq!r}: expected none, int8 or int4")
         if not 0 < self.gpu_memory_utilization <= 1:
             raise ValueError(f"invalid gpu_memory_utilization={self.gpu_memory_utilization!r}: must be in (0, 1]")
 

@@ -47,6 +47,7 @@ class EngineCore:
                 device=config.device,
                 allow_fallback=config.allow_fallback,
                 chat_template=config.chat_template,
+                isq=config.isq,
             )
         core = cls(loaded, config)
         if config.warmup:

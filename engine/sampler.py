@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import llguidance
-import llguidance.torch
 import torch
 
 from engine.guided import TokenMatcher
@@ -141,6 +140,8 @@ def apply_guidance(
     if not rows:
         return logits
     vocab = logits.shape[1]
+    import llguidance.torch  # imports torch._dynamo (~130 MB resident): only once a grammar is used
+
     bitmask = llguidance.torch.allocate_token_bitmask(len(rows), vocab)
     matchers = [(states[i].matcher.llg, j) for j, i in enumerate(rows)]
     if executor is not None and len(rows) > 1:

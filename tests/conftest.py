@@ -23,10 +23,11 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def smollm():
-    """The embedded default model (SmolLM2-135M-Instruct Q4_1 GGUF), fp32 on CPU."""
+    """The embedded model (SmolLM2-135M-Instruct Q4_1 GGUF) dequantized to fp32 on CPU: the reference
+    numerics the parity tests compare with HF transformers (the default, quantized path has its own tests)."""
     from engine import LLM
 
-    return LLM()
+    return LLM(dtype="f32", isq="none")
 
 
 @pytest.fixture(scope="session")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 import torch
@@ -13,6 +15,7 @@ from tqdm.auto import tqdm
 from engine.errors import ModelLoadError, UnsupportedArchitectureError
 from engine.loader.gguf_checkpoint import GgufCheckpoint
 from engine.loader.hf_checkpoint import HfCheckpoint
+from engine.loader.quantized import ISQ_MODES, QuantizedAssembly
 from engine.loader.source import ModelSource, resolve_model
 from engine.models import DecoderModel, native_builder
 from engine.tokenizer import Tokenizer
@@ -51,13 +54,28 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """`auto` is bf16 on CUDA and f32 on CPU."""
+def resolve_dtype(name: str, device: torch.device, quantized: bool = False) -> torch.dtype:
+    """`auto` is bf16 on CUDA, and on CPU f32 for dense weights, bf16 for quantized ones (the int4/int8
+    CPU kernels are fast only with bf16 activations) when the CPU does bf16 natively."""
     if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
+        if device.type == "cuda" or (quantized and _cpu_has_bf16()):
+            return torch.bfloat16
+        return torch.float32
     if name not in _DTYPES:
         raise ValueError(f"invalid dtype {name!r}: expected auto, f32, bf16 or f16")
     return _DTYPES[name]
+
+
+def _release_freed_heap() -> None:
+    """Hand the heap memory that loading freed (per-tensor temporaries) back to the OS (glibc only)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _cpu_has_bf16() -> bool:
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def load_model(
@@ -67,13 +85,21 @@ def load_model(
     device: str = "auto",
     allow_fallback: bool = True,
     chat_template: str | None = None,
+    isq: str | None = None,
 ) -> LoadedModel:
-    """Load `model` (path, GGUF file, hub id, or None for the embedded default)."""
+    """Load `model` (path, GGUF file, hub id, or None for the embedded default).
+
+    `isq`: None keeps a GGUF's quantization and loads safetensors dense; "int8"/"int4" quantize the
+    projections at load; "none" loads everything dense (see engine/loader/quantized.py).
+    """
+    if isq is not None and isq not in ISQ_MODES:
+        raise ValueError(f"invalid isq {isq!r}: expected one of {', '.join(ISQ_MODES)}")
     start = time.perf_counter()
     target = resolve_device(device)
-    torch_dtype = resolve_dtype(dtype, target)
     source = resolve_model(model)
     checkpoint = GgufCheckpoint(source.path) if source.kind == "gguf" else HfCheckpoint(source.path)
+    quantized = isq in ("int8", "int4") or (isq is None and source.kind == "gguf" and checkpoint.quantized)
+    torch_dtype = resolve_dtype(dtype, target, quantized)
     config = checkpoint.config
     builder = native_builder(config)
     if builder is None:
@@ -92,9 +118,12 @@ def load_model(
         module = HfFallbackModel.load(source, torch_dtype, target)
         native = False
     else:
-        module = _build_native(builder(config), checkpoint, source, torch_dtype, target)
+        module = _build_native(builder(config), checkpoint, source, torch_dtype, target,
+                               isq if quantized else "none")
         native = True
     tokenizer = Tokenizer(checkpoint.load_tokenizer(), checkpoint.eos_token_ids(), chat_template)
+    del checkpoint  # unmaps the file
+    _release_freed_heap()
     seconds = time.perf_counter() - start
     log.info("loaded %s (%s, %s, %s on %s) in %.2f s", source.name, source.kind,
              "native" if native else "fallback", str(torch_dtype).removeprefix("torch."), target, seconds)
@@ -102,12 +131,18 @@ def load_model(
                        int(config.max_position_embeddings), native, seconds)
 
 
-def _build_native(spec, checkpoint, source, dtype: torch.dtype, device: torch.device) -> DecoderModel:
+def _build_native(spec, checkpoint, source, dtype: torch.dtype, device: torch.device,
+                  isq: str | None) -> DecoderModel:
     with torch.device("meta"):
         module = DecoderModel(spec)
-    module = module.to(dtype).to_empty(device=device)
     expected = module.checkpoint_names()
-    tensors = checkpoint.tensors(expected) if source.kind == "gguf" else checkpoint.tensors()
+    # Quantized matrices are swapped for placeholders before memory is allocated: never a dense copy.
+    assembly = QuantizedAssembly(module, isq, dtype) if isq != "none" else None
+    module = module.to(dtype).to_empty(device=device)
+    if source.kind == "gguf":
+        tensors = checkpoint.tensors(expected, assembly.wants if assembly is not None else None)
+    else:
+        tensors = checkpoint.tensors()
     loaded: set[str] = set()
     unknown: list[str] = []
     # A progress bar on a terminal's stderr (tqdm's disable=None: off when stderr is not a TTY, so logs,
@@ -116,7 +151,10 @@ def _build_native(spec, checkpoint, source, dtype: torch.dtype, device: torch.de
                     disable=None, file=sys.stderr)
     for name, tensor in progress:
         try:
-            if module.load_weight(name, tensor):
+            if assembly is not None and assembly.wants(name):
+                assembly.add(name, tensor)
+                loaded.add(name)
+            elif module.load_weight(name, tensor):
                 loaded.add(name)
             else:
                 unknown.append(name)
@@ -128,5 +166,8 @@ def _build_native(spec, checkpoint, source, dtype: torch.dtype, device: torch.de
         raise ModelLoadError(f"{source.path} is missing tensors: {', '.join(missing[:5])}{more}")
     if unknown:
         log.warning("ignored %d checkpoint tensors we do not use, e.g. %s", len(unknown), unknown[:3])
+    if assembly is not None:
+        counts = Counter(assembly.kinds.values())
+        log.info("quantized matrices: %s", ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())))
     module.init_buffers()
-    return module.eval()
+    return module.to(device).eval()

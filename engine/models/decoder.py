@@ -143,14 +143,31 @@ class DecoderModel(nn.Module):
         for i, layer in enumerate(self.model.layers):
             x = layer(x, cos_sin[layer.rope], batch, kv.keys[i], kv.values[i])
         x = self.model.norm(x[batch.logits_index])
-        head = self.model.embed_tokens.weight if self.spec.tie_word_embeddings else self.lm_head.weight
-        logits = torch.nn.functional.linear(x, head).float()
+        logits = self.project(x).float()
         if self.spec.final_softcap is not None:
             cap = self.spec.final_softcap
             logits = torch.tanh(logits / cap) * cap
         return logits
 
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """Hidden states -> vocabulary logits (the tied embedding or the LM head; either may be quantized)."""
+        if not self.spec.tie_word_embeddings:
+            return self.lm_head(x)
+        embed = self.model.embed_tokens
+        project = getattr(embed, "project", None)
+        return project(x) if project is not None else torch.nn.functional.linear(x, embed.weight)
+
     # --- checkpoint mapping -------------------------------------------------------------------
+
+    def quantizable(self) -> list[tuple[str, list[str]]]:
+        """(module path, checkpoint weight names in row order) of every matrix a quantized model keeps
+        quantized: the linear projections (fused ones list their parts), the LM head, the embedding."""
+        out = []
+        for path, module in self.named_modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                parts = [path.replace(whole, part) for part, whole, _ in _FUSED if path.endswith(whole)]
+                out.append((path, [f"{p}.weight" for p in (parts or [path])]))
+        return out
 
     def checkpoint_names(self) -> list[str]:
         """The HF-style tensor names a complete checkpoint of this model contains."""

@@ -1,0 +1,116 @@
+"""Quantized linear layers on PyTorch's weight-only CPU kernels, each with its dense reference.
+
+- `Int4Linear`: 4-bit codes in groups of 32-256 input columns, packed for
+  `aten._weight_int4pack_mm_for_cpu` (w = (q - 8) * scale + zero, so GGUF Q4_0/Q4_1/Q4_K map
+  exactly: zero = offset + 8 * scale).
+- `Int8Linear`: 8-bit codes with one scale per output row, for `aten._weight_int8pack_mm`.
+
+Both kernels want bf16 activations to be fast (int8 with fp32 activations takes an ~8x slower
+path); the scales are kept in the activation dtype. Shapes a kernel rejects (the int4 packer
+needs out_features % 16 == 0; the int8 kernel returns garbage unless in_features % 16 == 0) and
+devices without the kernel run `reference`: dequantize, then a dense matmul. `dequantize()` is
+the weight the module computes with, for tests and for the reference path.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engine.quant.group_quant import GroupQuant
+from engine.quant.isq import quantize_int8
+
+INT4_GROUPS = (32, 64, 128, 256)
+
+
+def int4_supported(gq: GroupQuant) -> bool:
+    """Whether the int4 CPU kernel can take this weight as it is (no requantization)."""
+    rows, _ = gq.shape
+    return gq.bits == 4 and gq.unsigned and gq.offset is not None and gq.group in INT4_GROUPS and rows % 16 == 0
+
+
+def _kernel_ok(x: torch.Tensor) -> bool:
+    return x.device.type == "cpu"
+
+
+class QuantLinear(nn.Module):
+    """Shared surface: in/out features, optional dense bias, dense reference path."""
+
+    in_features: int
+    out_features: int
+
+    def __init__(self, out_features: int, in_features: int, bias: torch.Tensor | None) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.bias = None if bias is None else nn.Parameter(bias.detach(), requires_grad=False)
+        self.use_kernel = True
+
+    def dequantize(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def reference(self, x: torch.Tensor) -> torch.Tensor:
+        """Dequantize-then-matmul in the activation dtype (the definition of correct)."""
+        return F.linear(x, self.dequantize().to(x.dtype), self.bias)
+
+    def _finish(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        out = out.view(*x.shape[:-1], self.out_features)
+        return out if self.bias is None else out + self.bias
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class Int4Linear(QuantLinear):
+    def __init__(self, gq: GroupQuant, bias: torch.Tensor | None, dtype: torch.dtype) -> None:
+        if not int4_supported(gq):
+            raise ValueError(f"weight {gq.shape} (group {gq.group}, {gq.bits}-bit) does not fit the int4 kernel")
+        super().__init__(*gq.shape, bias)
+        self.group = gq.group
+        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(gq.codes.to(torch.int32), 1)
+        zero = gq.offset + 8 * gq.scale
+        scales_zeros = torch.stack([gq.scale, zero], dim=-1).transpose(0, 1).contiguous().to(dtype)
+        self.register_buffer("packed", packed)
+        self.register_buffer("scales_zeros", scales_zeros)  # [I // group, O, 2]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.use_kernel and _kernel_ok(x)):
+            return self.reference(x)
+        flat = x.reshape(-1, self.in_features)
+        sz = self.scales_zeros if self.scales_zeros.dtype == x.dtype else self.scales_zeros.to(x.dtype)
+        out = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self.packed, self.group, sz)
+        return self._finish(out, x)
+
+    def dequantize(self) -> torch.Tensor:
+        """The float32 weight [O, I] (the kernel applied to the identity: exact, and layout-agnostic)."""
+        eye = torch.eye(self.in_features, dtype=torch.float32)
+        sz = self.scales_zeros.float()
+        return torch.ops.aten._weight_int4pack_mm_for_cpu(eye, self.packed.cpu(), self.group, sz.cpu()).t().contiguous()
+
+
+class Int8Linear(QuantLinear):
+    def __init__(self, gq: GroupQuant, bias: torch.Tensor | None, dtype: torch.dtype) -> None:
+        if not (gq.bits == 8 and not gq.unsigned and gq.offset is None and gq.group == gq.shape[1]):
+            gq = quantize_int8(gq)
+        super().__init__(*gq.shape, bias)
+        self.register_buffer("weight_int8", gq.codes.contiguous())
+        self.register_buffer("scale", gq.scale[:, 0].to(dtype).contiguous())
+        self.kernel_shape_ok = self.in_features % 16 == 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.use_kernel and self.kernel_shape_ok and _kernel_ok(x)):
+            return self.reference(x)
+        flat = x.reshape(-1, self.in_features)
+        scale = self.scale if self.scale.dtype == x.dtype else self.scale.to(x.dtype)
+        out = torch.ops.aten._weight_int8pack_mm(flat.contiguous(), self.weight_int8, scale)
+        return self._finish(out, x)
+
+    def dequantize(self) -> torch.Tensor:
+        return self.weight_int8.float() * self.scale.float()[:, None]
+
+
+def build_linear(gq: GroupQuant, bias: torch.Tensor | None, dtype: torch.dtype, prefer_int4: bool) -> QuantLinear:
+    """Int4Linear when asked for and the weight fits the kernel as it is, else Int8Linear."""
+    if prefer_int4 and int4_supported(gq):
+        return Int4Linear(gq, bias, dtype)
+    return Int8Linear(gq, bias, dtype)
