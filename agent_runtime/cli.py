@@ -140,7 +140,12 @@ def add_model_arguments(parser: argparse.ArgumentParser, multiple: bool = False)
         parser.add_argument("--model", "-m", default=None,
                             help="HF directory, .gguf file, or hub id org/name (default: embedded SmolLM2-135M-Instruct)")
     parser.add_argument("--dtype", default="auto", choices=["auto", "f32", "bf16", "f16"],
-                        help="weight/activation dtype (auto: bf16 on CUDA, f32 on CPU)")
+                        help="activation (and dense weight) dtype (auto: bf16 on CUDA; on CPU bf16 for "
+                             "quantized weights when the CPU has bf16, else f32)")
+    parser.add_argument("--isq", default=None, choices=["none", "int8", "int4"],
+                        help="in-situ quantization at load: int8 (per-channel) or int4 (group 32) weight-only; "
+                             "none loads every weight dense (default: keep a GGUF's own quantization, "
+                             "safetensors dense)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--chat-template", default=None, help="Jinja chat template file overriding the model's")
     parser.add_argument("--no-fallback", action="store_true",
@@ -174,6 +179,7 @@ def engine_options(args: argparse.Namespace) -> dict:
     """EngineConfig keyword arguments from the shared model/engine options."""
     return dict(
         dtype=args.dtype,
+        isq=args.isq,
         device=args.device,
         chat_template=args.chat_template,
         allow_fallback=not args.no_fallback,

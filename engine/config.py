@@ -17,6 +17,8 @@ class EngineConfig:
     `max_num_batched_tokens` None means 2048 on CPU and 8192 on GPU. `kv_cache_memory` (bytes)
     None means: on GPU, `gpu_memory_utilization` of the free memory after loading; on CPU, enough
     for `max_num_seqs` full-length sequences, capped at 25% of the machine's available memory.
+    `tensor_parallel_size` > 1 splits the model over that many processes (engine/distributed/);
+    `data_parallel_size` > 1 serves that many replicas behind one router (engine/data_parallel.py).
     """
 
     model: str | None = None
@@ -34,6 +36,9 @@ class EngineConfig:
     num_threads: int | None = None
     warmup: bool = True
     isq: str | None = None
+    kv_cache_dtype: str = "auto"
+    tensor_parallel_size: int = 1
+    data_parallel_size: int = 1
 
     def __post_init__(self) -> None:
         def positive(name: str, allow_none: bool = False) -> None:
@@ -49,8 +54,12 @@ class EngineConfig:
         positive("kv_cache_memory", allow_none=True)
         positive("max_model_len", allow_none=True)
         positive("num_threads", allow_none=True)
+        positive("tensor_parallel_size")
+        positive("data_parallel_size")
         if self.isq is not None and self.isq not in ("none", "int8", "int4"):
             raise ValueError(f"invalid isq={self.isq!r}: expected none, int8 or int4")
+        if self.kv_cache_dtype not in ("auto", "f32", "bf16", "f16"):
+            raise ValueError(f"invalid kv_cache_dtype={self.kv_cache_dtype!r}: expected auto, f32, bf16 or f16")
         if not 0 < self.gpu_memory_utilization <= 1:
             raise ValueError(f"invalid gpu_memory_utilization={self.gpu_memory_utilization!r}: must be in (0, 1]")
 

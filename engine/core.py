@@ -78,7 +78,7 @@ class EngineCore:
             self.kv_manager,
         )
         self.runner = None  # drop the old KV tensors before allocating new ones
-        self.runner = ModelRunner(self.loaded, self.num_blocks, self.config.block_size)
+        self.runner = ModelRunner(self.loaded, self.num_blocks, self.config.block_size, self.config.kv_cache_dtype)
 
     # --- requests -----------------------------------------------------------------------------
 

@@ -5,6 +5,19 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+_KV_DTYPES = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}
+KV_CACHE_DTYPES = ("auto", *_KV_DTYPES)
+
+
+def resolve_kv_dtype(name: str, model_dtype: torch.dtype, device: torch.device) -> torch.dtype:
+    """`auto`: the model's dtype on GPU; f32 on CPU, where half-precision attention over a few
+    queries is 2-4x slower than f32 (measured: one decode query, 200 keys, 52 vs 17 us per layer)."""
+    if name == "auto":
+        return torch.float32 if device.type == "cpu" else model_dtype
+    if name not in _KV_DTYPES:
+        raise ValueError(f"invalid kv_cache_dtype {name!r}: expected one of {', '.join(KV_CACHE_DTYPES)}")
+    return _KV_DTYPES[name]
+
 
 class KVTensors:
     """Keys and values of every layer, addressed by flat slot = block * block_size + offset.

@@ -9,7 +9,7 @@ import torch
 
 from engine.config import EngineConfig
 from engine.forward_batch import ForwardBatch
-from engine.kv_tensors import KVTensors
+from engine.kv_tensors import KVTensors, resolve_kv_dtype
 from engine.loader import LoadedModel
 from engine.sampler import Sampler, SamplerOutput, SamplingState
 from engine.scheduler_output import SchedulerOutput
@@ -26,8 +26,9 @@ def plan_kv_blocks(loaded: LoadedModel, config: EngineConfig, max_model_len: int
     spec = getattr(loaded.module, "spec", None)
     if spec is None:  # transformers fallback: keys/values live in its own caches
         return wanted
+    kv_dtype = resolve_kv_dtype(config.kv_cache_dtype, loaded.dtype, loaded.device)
     per_block = KVTensors.bytes_per_block(spec.num_layers, config.block_size, spec.num_kv_heads,
-                                          spec.head_dim, loaded.dtype)
+                                          spec.head_dim, kv_dtype)
     if config.kv_cache_memory is not None:
         blocks = config.kv_cache_memory // per_block
         if blocks < 1:
@@ -45,7 +46,7 @@ def plan_kv_blocks(loaded: LoadedModel, config: EngineConfig, max_model_len: int
 class ModelRunner:
     """Builds the flat batch from a SchedulerOutput, runs the model, samples the finishing rows."""
 
-    def __init__(self, loaded: LoadedModel, num_blocks: int, block_size: int) -> None:
+    def __init__(self, loaded: LoadedModel, num_blocks: int, block_size: int, kv_cache_dtype: str = "auto") -> None:
         self.loaded = loaded
         self.model = loaded.module
         self.device = loaded.device
@@ -54,12 +55,13 @@ class ModelRunner:
         self.kv: KVTensors | None = None
         spec = getattr(self.model, "spec", None)
         if spec is not None:
+            kv_dtype = resolve_kv_dtype(kv_cache_dtype, loaded.dtype, self.device)
             self.kv = KVTensors(spec.num_layers, num_blocks, block_size, spec.num_kv_heads, spec.head_dim,
-                                loaded.dtype, self.device)
+                                kv_dtype, self.device)
             gib = num_blocks * KVTensors.bytes_per_block(spec.num_layers, block_size, spec.num_kv_heads,
-                                                         spec.head_dim, loaded.dtype) / 2**30
-            log.info("KV cache: %d blocks of %d tokens (%.2f GiB, %d tokens)", num_blocks, block_size, gib,
-                     num_blocks * block_size)
+                                                         spec.head_dim, kv_dtype) / 2**30
+            log.info("KV cache: %d blocks of %d tokens (%.2f GiB, %d tokens, %s)", num_blocks, block_size, gib,
+                     num_blocks * block_size, str(kv_dtype).removeprefix("torch."))
 
     def forward(self, output: SchedulerOutput) -> torch.Tensor:
         """Logits [num_sampling_chunks, vocab] for the chunks with sample=True, in order."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import sys
 import time
@@ -13,6 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from engine.errors import ModelLoadError, UnsupportedArchitectureError
+from engine.heap import release_freed_heap
 from engine.loader.gguf_checkpoint import GgufCheckpoint
 from engine.loader.hf_checkpoint import HfCheckpoint
 from engine.loader.quantized import ISQ_MODES, QuantizedAssembly
@@ -66,14 +66,6 @@ def resolve_dtype(name: str, device: torch.device, quantized: bool = False) -> t
     return _DTYPES[name]
 
 
-def _release_freed_heap() -> None:
-    """Hand the heap memory that loading freed (per-tensor temporaries) back to the OS (glibc only)."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
 def _cpu_has_bf16() -> bool:
     return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
@@ -123,7 +115,7 @@ def load_model(
         native = True
     tokenizer = Tokenizer(checkpoint.load_tokenizer(), checkpoint.eos_token_ids(), chat_template)
     del checkpoint  # unmaps the file
-    _release_freed_heap()
+    release_freed_heap()
     seconds = time.perf_counter() - start
     log.info("loaded %s (%s, %s, %s on %s) in %.2f s", source.name, source.kind,
              "native" if native else "fallback", str(torch_dtype).removeprefix("torch."), target, seconds)

@@ -25,7 +25,7 @@ _GEMMA_NORMS = {"gemma", "gemma2", "gemma3"}
 
 
 class GgufCheckpoint:
-    """One .gguf file: its header from a cached GgufIndex (or parsed by `gguf`), tensors memory-mapped."""
+    """One .gguf file: its header from a cached GgufIndex (or parsed by `gguf`), tensors read one at a time."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -114,6 +114,7 @@ class GgufCheckpoint:
                     f"cannot dequantize {tensor.name} ({tensor.tensor_type.name}) in {self.path}: {exc}"
                 ) from exc
             yield hf_name, torch.from_numpy(self._undo_conversion(tensor.name, np.asarray(weights)))
+        self.index.close()
 
     def _row_order(self, name: str, rows: int) -> np.ndarray | None:
         """llama.cpp permutes the rows of llama q/k projections (rotary pairs interleaved); the

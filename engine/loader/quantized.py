@@ -17,6 +17,7 @@ import logging
 import torch
 from torch import nn
 
+from engine.heap import release_freed_heap
 from engine.quant.embedding import Int8Embedding
 from engine.quant.group_quant import GroupQuant
 from engine.quant.isq import quantize_int4, quantize_int8
@@ -87,6 +88,7 @@ class QuantizedAssembly:
             raise ValueError(f"{path}: quantized shape {module_shape(module)} does not match its parts {shapes}")
         setattr(owner, leaf, module)
         self.kinds[path] = kind
+        release_freed_heap()  # the parts' codes are garbage now; keep them from piling up as resident holes
 
     def _int4(self, parts: list[GroupQuant | torch.Tensor]) -> GroupQuant | None:
         """The parts as one int4-kernel weight, or None when they are not (and may not become) one."""

@@ -62,9 +62,10 @@ class Attention(nn.Module):
             qk = apply_rotary(qkv[:, : h + kvh], cos, sin)
             q, k = qk[:, :h], qk[:, h:]
         v = qkv[:, h + kvh :]
-        write_kv(cache_k, cache_v, k, v, batch)
-        out = attend(q, cache_k, cache_v, batch, spec.scale, self.window, spec.attn_softcap)
-        return self.o_proj(out.reshape(tokens, -1))
+        kv_dtype = cache_k.dtype  # may be wider than the activations (f32 KV on CPU)
+        write_kv(cache_k, cache_v, k.to(kv_dtype), v.to(kv_dtype), batch)
+        out = attend(q.to(kv_dtype), cache_k, cache_v, batch, spec.scale, self.window, spec.attn_softcap)
+        return self.o_proj(out.reshape(tokens, -1).to(x.dtype))
 
 
 class MLP(nn.Module):
