@@ -39,6 +39,13 @@ class EngineCore:
     @classmethod
     def create(cls, config: EngineConfig, loaded: LoadedModel | None = None) -> EngineCore:
         """Set threads, load the model the config names (unless given), build and warm up a core."""
+        if config.tensor_parallel_size > 1 and cls is EngineCore:
+            from engine.distributed.core import TensorParallelCore  # torch.distributed only when asked for
+
+            return TensorParallelCore.create(config, loaded)
+        if config.data_parallel_size > 1:
+            raise ValueError(f"data_parallel_size={config.data_parallel_size}: an engine core is one replica; "
+                             "serve replicas with engine.data_parallel.DataParallelEngine")
         configure_threads(config.num_threads)
         if loaded is None:
             loaded = load_model(
@@ -143,6 +150,9 @@ class EngineCore:
     def has_unfinished(self) -> bool:
         return bool(self.sequences)
 
+    def close(self) -> None:
+        """Release what lives outside this process (a tensor-parallel core's workers); nothing here."""
+
     # --- the step -----------------------------------------------------------------------------
 
     def step(self) -> list[StreamChunk]:
@@ -234,13 +244,18 @@ class EngineCore:
 
     def next_token_logits(self, prompt_token_ids: list[int]) -> torch.Tensor:
         """Raw logits [vocab] after `prompt_token_ids` (for tests and scoring); needs an idle engine."""
+        return self.prompt_logits(prompt_token_ids, every_position=False)[0]
+
+    def prompt_logits(self, prompt_token_ids: list[int], every_position: bool = True) -> torch.Tensor:
+        """Teacher-forced raw logits [len(ids), vocab]: row t predicts token t + 1 (one forward over
+        the whole prompt, no sampling); with every_position=False only the last row. Needs an idle engine."""
         request = Request("logits-probe", list(prompt_token_ids), max_tokens=1)
         if not self.kv_manager.allocate_slots(request, len(request.prompt_token_ids)):
             raise InvalidRequestError("the KV cache has no room for this prompt right now")
         try:
             chunk = ScheduledChunk(request.request_id, request.prompt_token_ids, 0,
                                    list(self.kv_manager.block_table(request.request_id)), True)
-            return self.runner.forward(SchedulerOutput([chunk]))[0]
+            return self.runner.forward(SchedulerOutput([chunk]), every_position=every_position)
         finally:
             self.kv_manager.free(request)
             self.runner.release(request.request_id)

@@ -79,9 +79,18 @@ class LLM:
         ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
         return self.core.next_token_logits(ids)
 
+    def prompt_logits(self, prompt: Prompt) -> torch.Tensor:
+        """Teacher-forced logits [len(ids), vocab] over `prompt`: row t scores the token after t."""
+        ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
+        return self.core.prompt_logits(ids)
+
     def stats(self) -> dict[str, float]:
         """Engine counters: requests, tokens, KV blocks, prefix-cache hits, latency percentiles."""
         return self.core.stats()
+
+    def close(self) -> None:
+        """Stop what the engine runs outside this process (tensor-parallel workers); idempotent."""
+        self.core.close()
 
     # --- the loop -----------------------------------------------------------------------------
 

@@ -63,8 +63,9 @@ class ModelRunner:
             log.info("KV cache: %d blocks of %d tokens (%.2f GiB, %d tokens, %s)", num_blocks, block_size, gib,
                      num_blocks * block_size, str(kv_dtype).removeprefix("torch."))
 
-    def forward(self, output: SchedulerOutput) -> torch.Tensor:
-        """Logits [num_sampling_chunks, vocab] for the chunks with sample=True, in order."""
+    def forward(self, output: SchedulerOutput, every_position: bool = False) -> torch.Tensor:
+        """Logits [num_sampling_chunks, vocab] for the chunks with sample=True, in order (with
+        every_position, one row per token of the batch instead: teacher-forced scoring)."""
         chunks = output.chunks
         batch = ForwardBatch.build(
             [c.token_ids for c in chunks],
@@ -75,6 +76,8 @@ class ModelRunner:
             [c.request_id for c in chunks],
             self.device,
         )
+        if every_position:
+            batch.logits_index = torch.arange(len(batch.input_ids), device=self.device)
         return self.model(batch, self.kv)
 
     def execute(self, output: SchedulerOutput, states: list[SamplingState]) -> SamplerOutput:
