@@ -13,7 +13,8 @@ def load_llm(args: argparse.Namespace) -> LLM:
     """The LLM the shared model and engine options describe."""
     from agent_runtime.cli import engine_options
 
-    return LLM(args.model, **engine_options(args))
+    # One completion: compiling the decode step in the background would not finish before it does.
+    return LLM(args.model, **{**engine_options(args), "compile": False})
 
 
 def run_generate(args: argparse.Namespace) -> int:

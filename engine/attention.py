@@ -1,8 +1,8 @@
 """Reference attention over the paged KV cache: write new keys/values by slot, attend by block table.
 
-Handles GQA, sliding windows and logit soft-capping. A decode batch is one attention call over
-the gathered blocks of all its sequences; prefill chunks are one call per sequence (their causal
-masks differ). The GPU path will put Triton kernels behind `attend`.
+Handles GQA, sliding windows and logit soft-capping. A decode batch (a DecodeBatch) is one
+attention call over the gathered blocks of all its sequences; prefill chunks are one call per
+sequence (their causal masks differ). The GPU path will put Triton kernels behind `attend`.
 """
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from engine.forward_batch import ForwardBatch
+from engine.forward_batch import DecodeBatch, ForwardBatch
 
 
 def write_kv(
-    cache_k: torch.Tensor, cache_v: torch.Tensor, k: torch.Tensor, v: torch.Tensor, batch: ForwardBatch
+    cache_k: torch.Tensor, cache_v: torch.Tensor, k: torch.Tensor, v: torch.Tensor, batch: ForwardBatch | DecodeBatch
 ) -> None:
     """Store k, v [T, kv_heads, head_dim] in the flat cache slots of their tokens."""
     heads, dim = cache_k.shape[-2:]
@@ -26,14 +26,16 @@ def attend(
     q: torch.Tensor,
     cache_k: torch.Tensor,
     cache_v: torch.Tensor,
-    batch: ForwardBatch,
+    batch: ForwardBatch | DecodeBatch,
     scale: float,
     window: int | None,
     softcap: float | None,
 ) -> torch.Tensor:
     """Attention output [T, heads, head_dim] for queries q [T, heads, head_dim]."""
-    if batch.is_decode and batch.num_seqs > 1:
-        return _decode_batch(q, cache_k, cache_v, batch, scale, window, softcap)
+    if isinstance(batch, DecodeBatch):
+        # Under torch.compile this is one opaque op, so the compiled step computes exactly what eager does.
+        run = _decode_attention_op if torch.compiler.is_compiling() else _decode_attention
+        return run(q, cache_k, cache_v, batch.block_table, batch.seq_lens, scale, window, softcap)
     outputs = []
     start = 0
     for i, (n, ctx) in enumerate(zip(batch.query_lens, batch.context_lens, strict=True)):
@@ -73,22 +75,47 @@ def _sequence_kv(cache: torch.Tensor, batch: ForwardBatch, i: int, lo: int, hi: 
     return rows.transpose(0, 1).unsqueeze(0)
 
 
-def _decode_batch(q, cache_k, cache_v, batch, scale, window, softcap) -> torch.Tensor:
+def _decode_attention(
+    q: torch.Tensor,
+    cache_k: torch.Tensor,
+    cache_v: torch.Tensor,
+    block_table: torch.Tensor,
+    seq_lens: torch.Tensor,
+    scale: float,
+    window: int | None,
+    softcap: float | None,
+) -> torch.Tensor:
     """One query per sequence: gather every sequence's blocks (padded), mask by length and window."""
-    size = batch.block_size
-    lengths = [c + 1 for c in batch.context_lens]
-    num_blocks = -(-max(lengths) // size)
-    table = batch.padded_block_table(num_blocks)  # [B, nb]
-    seqs = len(lengths)
-    k = cache_k[table].view(seqs, num_blocks * size, *cache_k.shape[2:]).transpose(1, 2)  # [B, KVH, L, D]
-    v = cache_v[table].view(seqs, num_blocks * size, *cache_v.shape[2:]).transpose(1, 2)
-    lens = torch.tensor(lengths, device=q.device)[:, None]
+    seqs, num_blocks = block_table.shape
+    size = cache_k.shape[1]
+    k = cache_k[block_table].view(seqs, num_blocks * size, *cache_k.shape[2:]).transpose(1, 2)  # [B, KVH, L, D]
+    v = cache_v[block_table].view(seqs, num_blocks * size, *cache_v.shape[2:]).transpose(1, 2)
+    lens = seq_lens[:, None]
     pos = torch.arange(num_blocks * size, device=q.device)[None, :]
     mask = pos < lens
     if window is not None:
         mask &= pos >= lens - window
     out = _attention(q[:, :, None, :], k, v, mask[:, None, None, :], scale, softcap)  # [B, H, 1, D]
     return out[:, :, 0, :]
+
+
+@torch.library.custom_op("engine::decode_attention", mutates_args=())
+def _decode_attention_op(
+    q: torch.Tensor,
+    cache_k: torch.Tensor,
+    cache_v: torch.Tensor,
+    block_table: torch.Tensor,
+    seq_lens: torch.Tensor,
+    scale: float,
+    window: int | None,
+    softcap: float | None,
+) -> torch.Tensor:
+    return _decode_attention(q, cache_k, cache_v, block_table, seq_lens, scale, window, softcap).contiguous()
+
+
+@_decode_attention_op.register_fake
+def _(q, cache_k, cache_v, block_table, seq_lens, scale, window, softcap) -> torch.Tensor:
+    return torch.empty_like(q)
 
 
 def _attention(q, k, v, mask, scale, softcap) -> torch.Tensor:

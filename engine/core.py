@@ -9,10 +9,12 @@ import time
 
 import torch
 
+from engine.compiled_decode import CompiledDecode
 from engine.config import EngineConfig
 from engine.errors import ContextLengthError, EngineStepError, InvalidRequestError
 from engine.guided import GrammarCompiler
 from engine.kv_cache import KVCacheManager
+from engine.kv_tensors import resolve_kv_dtype
 from engine.loader import LoadedModel, load_model
 from engine.metrics import EngineMetrics
 from engine.model_runner import ModelRunner, plan_kv_blocks
@@ -45,7 +47,7 @@ class EngineCore:
             return TensorParallelCore.create(config, loaded)
         if config.data_parallel_size > 1:
             raise ValueError(f"data_parallel_size={config.data_parallel_size}: an engine core is one replica; "
-                             "serve replicas with engine.data_parallel.DataParallelEngine")
+                             "replicas are for serving (serve, mcp, chat, bench; DataParallelEngine)")
         configure_threads(config.num_threads)
         if loaded is None:
             loaded = load_model(
@@ -75,6 +77,7 @@ class EngineCore:
         self.sequences: dict[str, Sequence] = {}
         self._ids = itertools.count()
         self.runner: ModelRunner | None = None
+        self.compiled = self._compiled_decode()
         self._build()
 
     def _build(self) -> None:
@@ -85,7 +88,17 @@ class EngineCore:
             self.kv_manager,
         )
         self.runner = None  # drop the old KV tensors before allocating new ones
-        self.runner = ModelRunner(self.loaded, self.num_blocks, self.config.block_size, self.config.kv_cache_dtype)
+        self.runner = ModelRunner(self.loaded, self.num_blocks, self.config.block_size, self.config.kv_cache_dtype,
+                                  self.compiled)
+
+    def _compiled_decode(self) -> CompiledDecode | None:
+        """Start compiling the decode step in the background (CPU native models, unless turned off)."""
+        if not (self.config.compile and self.loaded.native and self.loaded.device.type == "cpu"):
+            return None
+        kv_dtype = resolve_kv_dtype(self.config.kv_cache_dtype, self.loaded.dtype, self.loaded.device)
+        compiled = CompiledDecode(self.loaded.module, kv_dtype, self.config.block_size)
+        compiled.start()
+        return compiled
 
     # --- requests -----------------------------------------------------------------------------
 

@@ -7,6 +7,19 @@ from dataclasses import dataclass
 import torch
 
 
+@dataclass(frozen=True)
+class DecodeBatch:
+    """A decode batch (one new token per sequence) as tensors only, so a compiled step can take it.
+
+    Sequence i writes its token to `slot_mapping[i]` and attends to its first `seq_lens[i]`
+    positions, which live in the blocks `block_table[i]` (padded with block 0, masked out).
+    """
+
+    slot_mapping: torch.Tensor  # [B] int64
+    block_table: torch.Tensor  # [B, max_blocks] int64
+    seq_lens: torch.Tensor  # [B] int64
+
+
 @dataclass
 class ForwardBatch:
     """A flattened batch of token chunks, one chunk per sequence, over the paged KV cache.
@@ -37,6 +50,12 @@ class ForwardBatch:
     @property
     def is_decode(self) -> bool:
         return all(n == 1 for n in self.query_lens)
+
+    def decode_view(self) -> DecodeBatch:
+        """This batch as a DecodeBatch (it must be a decode batch)."""
+        lengths = [c + 1 for c in self.context_lens]
+        table = self.padded_block_table(-(-max(lengths) // self.block_size))
+        return DecodeBatch(self.slot_mapping, table, torch.tensor(lengths, device=self.input_ids.device))
 
     def padded_block_table(self, num_blocks: int) -> torch.Tensor:
         """Block tables as one [num_seqs, num_blocks] tensor, padded with block 0 (masked out)."""

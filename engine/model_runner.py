@@ -7,6 +7,7 @@ import logging
 import psutil
 import torch
 
+from engine.compiled_decode import CompiledDecode
 from engine.config import EngineConfig
 from engine.forward_batch import ForwardBatch
 from engine.kv_tensors import KVTensors, resolve_kv_dtype
@@ -46,12 +47,14 @@ def plan_kv_blocks(loaded: LoadedModel, config: EngineConfig, max_model_len: int
 class ModelRunner:
     """Builds the flat batch from a SchedulerOutput, runs the model, samples the finishing rows."""
 
-    def __init__(self, loaded: LoadedModel, num_blocks: int, block_size: int, kv_cache_dtype: str = "auto") -> None:
+    def __init__(self, loaded: LoadedModel, num_blocks: int, block_size: int, kv_cache_dtype: str = "auto",
+                 compiled: CompiledDecode | None = None) -> None:
         self.loaded = loaded
         self.model = loaded.module
         self.device = loaded.device
         self.block_size = block_size
         self.sampler = Sampler()
+        self.compiled = compiled
         self.kv: KVTensors | None = None
         spec = getattr(self.model, "spec", None)
         if spec is not None:
@@ -63,6 +66,7 @@ class ModelRunner:
             log.info("KV cache: %d blocks of %d tokens (%.2f GiB, %d tokens, %s)", num_blocks, block_size, gib,
                      num_blocks * block_size, str(kv_dtype).removeprefix("torch."))
 
+    @torch.inference_mode()
     def forward(self, output: SchedulerOutput, every_position: bool = False) -> torch.Tensor:
         """Logits [num_sampling_chunks, vocab] for the chunks with sample=True, in order (with
         every_position, one row per token of the batch instead: teacher-forced scoring)."""
@@ -78,6 +82,8 @@ class ModelRunner:
         )
         if every_position:
             batch.logits_index = torch.arange(len(batch.input_ids), device=self.device)
+        elif self.compiled is not None and self.compiled.ready.is_set() and batch.is_decode:
+            return self.model(batch, self.kv, layer_step=self.compiled.step)
         return self.model(batch, self.kv)
 
     def execute(self, output: SchedulerOutput, states: list[SamplingState]) -> SamplerOutput:

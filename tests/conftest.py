@@ -7,6 +7,9 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Engines (and the servers tests start) stay eager: a background torch.compile in every test engine
+# would cost minutes of CPU. tests/engine/test_compiled_decode.py turns it on where it is the subject.
+os.environ.setdefault("AGENT_RUNTIME_COMPILE", "0")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -83,7 +83,7 @@ class GgufIndex:
             entries = tuple(TensorEntry(t["name"], t["type"], tuple(t["shape"]), t["offset"], t["n_bytes"])
                             for t in data["tensors"])
             return cls(path, data["architecture"], data["eos_token_id"], entries)
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):  # AttributeError: JSON not an object
             return None
 
     @cached_property

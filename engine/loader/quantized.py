@@ -95,8 +95,11 @@ class QuantizedAssembly:
         if not self.int4:
             return None
         if all(isinstance(p, GroupQuant) for p in parts):
-            whole = GroupQuant.cat(parts)
-            if int4_supported(whole):
+            try:
+                whole = GroupQuant.cat(parts)
+            except ValueError:  # parts of different formats (a Q8_0 v_proj beside Q4 q/k): not one int4 weight
+                whole = None
+            if whole is not None and int4_supported(whole):
                 return whole
         if not self.requantize_int4:
             return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from functools import cached_property
 
 import torch
@@ -115,6 +116,13 @@ class _Backbone(nn.Module):
         self.norm = RMSNorm(spec.hidden_size, spec.rms_norm_eps, spec.norm_style)
 
 
+LayerStep = Callable[..., torch.Tensor]
+
+
+def _eager_step(layer: DecoderLayer, x, cos_sin, batch, cache_k, cache_v) -> torch.Tensor:
+    return layer(x, cos_sin, batch, cache_k, cache_v)
+
+
 class DecoderModel(nn.Module):
     """A decoder-only LM whose parameter names follow HF checkpoints (q/k/v and gate/up fused)."""
 
@@ -135,14 +143,19 @@ class DecoderModel(nn.Module):
             table.build(param.device, param.dtype)
 
     @torch.inference_mode()
-    def forward(self, batch: ForwardBatch, kv: KVTensors) -> torch.Tensor:
-        """Logits [num_seqs, vocab] (fp32) at the last token of each sequence in the batch."""
+    def forward(self, batch: ForwardBatch, kv: KVTensors, layer_step: LayerStep | None = None) -> torch.Tensor:
+        """Logits [num_seqs, vocab] (fp32) at the last token of each sequence in the batch.
+
+        Layers see a decode batch as a tensor-only DecodeBatch; `layer_step(layer, x, cos_sin,
+        batch, k, v)` replaces the eager layer call (the compiled step, engine/compiled_decode.py)."""
         x = self.model.embed_tokens(batch.input_ids)
         if self.spec.embed_scale is not None:
             x = x * torch.tensor(self.spec.embed_scale, dtype=x.dtype)
         cos_sin = {name: table(batch.positions) for name, table in self.rotary.items()}
+        layer_batch = batch.decode_view() if batch.is_decode else batch
+        step = layer_step or _eager_step
         for i, layer in enumerate(self.model.layers):
-            x = layer(x, cos_sin[layer.rope], batch, kv.keys[i], kv.values[i])
+            x = step(layer, x, cos_sin[layer.rope], layer_batch, kv.keys[i], kv.values[i])
         x = self.model.norm(x[batch.logits_index])
         logits = self.project(x).float()
         if self.spec.final_softcap is not None:

@@ -76,7 +76,7 @@ class Int4Linear(QuantLinear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.use_kernel and _kernel_ok(x)):
             return self.reference(x)
-        flat = x.reshape(-1, self.in_features)
+        flat = x.reshape(-1, self.in_features).contiguous()  # the int4 kernel refuses strided activations
         sz = self.scales_zeros if self.scales_zeros.dtype == x.dtype else self.scales_zeros.to(x.dtype)
         out = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self.packed, self.group, sz)
         return self._finish(out, x)

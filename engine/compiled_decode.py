@@ -1,0 +1,112 @@
+"""CompiledDecode: the decode step's decoder layers under torch.compile (inductor's C++ backend).
+
+One compiled graph serves every layer (parameters are graph inputs, so all 30 layers of a model
+share it) and, with dynamic shapes, every batch size and context length: a handful of variants
+(batch 1 or more, one block or more) are compiled at start on a background thread while the
+engine serves eagerly, then the runner switches over. Inductor is told to round intermediates
+as eager does (`emulate_precision_casts`), so the compiled step gives the eager step's logits
+bit for bit (tested). The eager path stays the reference; `compile=False` (`--no-compile`)
+keeps it alone. CPU only for now (the GPU path has its own issue).
+
+Measured on the embedded SmolLM2-135M (2 cores): see benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+import time
+import weakref
+
+import torch
+
+from engine.forward_batch import DecodeBatch
+from engine.omp_pool import release_omp_pool
+
+log = logging.getLogger(__name__)
+
+# (batch size, blocks per sequence) compiled before switching over: sizes 1 specialise in dynamo,
+# so 1 and "more than 1" of each are the variants; distinct values avoid accidental equalities.
+_WARM_SHAPES = ((1, 1), (1, 3), (3, 1), (5, 3))
+_OPTIONS = {"emulate_precision_casts": True}
+
+
+_LIVE: weakref.WeakSet[CompiledDecode] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all() -> None:
+    for compiled in list(_LIVE):
+        compiled.stop()
+
+
+def _layer_step(layer, x, cos_sin, batch: DecodeBatch, cache_k, cache_v) -> torch.Tensor:
+    return layer(x, cos_sin, batch, cache_k, cache_v)
+
+
+class CompiledDecode:
+    """A compiled layer step for decode batches of one DecoderModel; usable once `ready`."""
+
+    def __init__(self, model, kv_dtype: torch.dtype, block_size: int) -> None:
+        self.model = model
+        self.kv_dtype = kv_dtype
+        self.block_size = block_size
+        self.step = torch.compile(_layer_step, dynamic=True, fullgraph=True, options=_OPTIONS)
+        self.ready = threading.Event()
+        self.failed: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        self._cancel = threading.Event()
+        _LIVE.add(self)
+
+    def start(self) -> None:
+        """Compile in the background; the runner keeps using eager steps until `ready` is set."""
+        self._thread = threading.Thread(target=self._warm, name="compile-decode", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 120.0) -> None:
+        """Compile no further variant and wait for the one in progress: a process must not exit while
+        inductor runs on this thread (its C++ threads then abort the interpreter's shutdown)."""
+        self._cancel.set()
+        if self._thread is not None and self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until compiled (tests, benchmarks); False if it failed or timed out."""
+        self.ready.wait(timeout)
+        return self.ready.is_set()
+
+    def _warm(self) -> None:
+        start = time.perf_counter()
+        try:
+            with torch.inference_mode():
+                for batch_size, blocks in _WARM_SHAPES:
+                    if self._cancel.is_set():
+                        return
+                    self._run_synthetic(batch_size, blocks)
+            self.ready.set()
+            log.info("compiled decode step ready in %.1f s", time.perf_counter() - start)
+        except Exception as exc:  # noqa: BLE001 - a compile failure leaves the eager path in charge
+            self.failed = exc
+            log.warning("torch.compile of the decode step failed, staying eager: %r", exc)
+        finally:
+            release_omp_pool()  # this thread's OpenMP pool must not compete with the engine thread's
+
+    def _run_synthetic(self, batch_size: int, blocks: int) -> None:
+        """One compiled call per variant, on scratch KV memory (never the engine's)."""
+        spec = self.model.spec
+        param = self.model.model.norm.weight
+        size = self.block_size
+        shape = (batch_size * blocks + 1, size, spec.num_kv_heads, spec.head_dim)
+        with torch.inference_mode(False):  # like the engine's KV memory: ordinary tensors (dynamo guards on it)
+            cache_k = torch.zeros(shape, dtype=self.kv_dtype)
+            cache_v = torch.zeros(shape, dtype=self.kv_dtype)
+        table = torch.arange(batch_size * blocks).view(batch_size, blocks) + 1
+        lens = torch.full((batch_size,), (blocks - 1) * size + 1)
+        positions = lens - 1
+        slots = table[:, -1] * size
+        batch = DecodeBatch(slots, table, lens)
+        x = torch.randn(batch_size, spec.hidden_size, dtype=param.dtype)
+        for layer in list(self.model.model.layers)[:2]:  # two layers: the second must reuse the graph
+            cos_sin = self.model.rotary[layer.rope](positions)
+            self.step(layer, x, cos_sin, batch, cache_k, cache_v)
