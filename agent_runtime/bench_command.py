@@ -71,14 +71,20 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_bench(args: argparse.Namespace) -> int:
     from agent_runtime.cli import engine_options
-    from engine import AsyncEngine, EngineConfig
+    from engine import EngineConfig
+    from engine.data_parallel import create_serving_engine
 
     levels = args.concurrency
     options = engine_options(args)
     options["max_num_seqs"] = max(options["max_num_seqs"], *levels)
     start = time.perf_counter()
-    engine = AsyncEngine(EngineConfig(**options, model=args.model))
+    engine = create_serving_engine(EngineConfig(**options, model=args.model))
     load_s = time.perf_counter() - start
+    compiled = getattr(getattr(engine, "core", None), "compiled", None)
+    if compiled is not None:  # measure the compiled decode step, not the eager one it replaces
+        print("waiting for the compiled decode step (torch.compile, in the background) ...", file=sys.stderr,
+              flush=True)
+        compiled.wait()
     loaded = engine.loaded
     report = {
         "model": str(loaded.source.path), "dtype": str(loaded.dtype).removeprefix("torch."),
@@ -140,7 +146,8 @@ def compare_peers(args: argparse.Namespace, report: dict, progress) -> dict:
         result_file = Path(tmp) / "peers.json"
         cmd = [sys.executable, str(HARNESS), "--engines", ",".join(engines), "--gguf", model,
                "--levels", ",".join(map(str, args.concurrency)), "--prompt-len", str(args.prompt_len),
-               "--new-tokens", str(args.gen_len), "--threads", str(threads), "--json", str(result_file)]
+               "--new-tokens", str(args.gen_len), "--threads", str(threads), "--json", str(result_file),
+               "--no-quality"]
         print(f"comparing with {', '.join(PEER_LABELS[e] for e in engines)} (one fresh process each) ...",
               file=progress, flush=True)
         proc = subprocess.run(cmd, stdout=progress, stderr=sys.stderr, text=True)

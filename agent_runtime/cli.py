@@ -163,6 +163,16 @@ def add_model_arguments(parser: argparse.ArgumentParser, multiple: bool = False)
     engine.add_argument("--gpu-memory-utilization", type=float, default=0.9,
                         help="fraction of free GPU memory for the KV cache (default 0.9)")
     engine.add_argument("--max-model-len", type=int, default=None, help="cap on context length (default: the model's)")
+    engine.add_argument("--kv-cache-dtype", default="auto", choices=["auto", "f32", "bf16", "f16"],
+                        help="KV cache dtype (auto: f32 on CPU, the model dtype on GPU)")
+    engine.add_argument("--no-compile", action="store_true",
+                        help="run decode steps eagerly (default: torch.compile them in the background on CPU; "
+                             "AGENT_RUNTIME_COMPILE=0 also turns it off)")
+    engine.add_argument("--tensor-parallel-size", type=int, default=1, metavar="N",
+                        help="split the model over N processes (gloo on CPU, NCCL on CUDA); needs dense weights "
+                             "(default 1; see docs/parallel.md)")
+    engine.add_argument("--data-parallel-size", type=int, default=1, metavar="N",
+                        help="serve N engine replicas, each request routed to one (default 1; not for generate)")
 
 
 def memory_size(text: str) -> int:
@@ -191,6 +201,10 @@ def engine_options(args: argparse.Namespace) -> dict:
         kv_cache_memory=args.kv_cache_memory,
         gpu_memory_utilization=args.gpu_memory_utilization,
         max_model_len=args.max_model_len,
+        kv_cache_dtype=args.kv_cache_dtype,
+        **({"compile": False} if args.no_compile else {}),
+        tensor_parallel_size=args.tensor_parallel_size,
+        data_parallel_size=args.data_parallel_size,
     )
 
 

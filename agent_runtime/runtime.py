@@ -77,7 +77,7 @@ class Runtime:
     def capacity_left(self, model: str) -> bool:
         """False when this model's running slots and waiting queue are full."""
         engine = self.engines[model]
-        limit = engine.config.max_num_seqs + self.settings.max_waiting
+        limit = engine.config.max_num_seqs * engine.config.data_parallel_size + self.settings.max_waiting
         return self.in_flight.get(model, 0) < limit
 
     def shutdown(self) -> None:

@@ -21,6 +21,7 @@ from agent_runtime.openai import create_app
 from agent_runtime.runtime import Runtime, ServerSettings
 from agent_runtime.tool_parsers import parser_names
 from engine import AsyncEngine, EngineConfig
+from engine.data_parallel import create_serving_engine
 from tools import SearchOptions, register_search_tools
 
 log = logging.getLogger(__name__)
@@ -120,7 +121,7 @@ def build_runtime(args: argparse.Namespace, settings: ServerSettings | None = No
     for name, source, overrides in entries:
         overrides = dict(overrides)
         parser = overrides.pop("tool_parser", None)
-        engine = AsyncEngine(EngineConfig(**{**engine_options(args), **overrides, "model": source}))
+        engine = create_serving_engine(EngineConfig(**{**engine_options(args), **overrides, "model": source}))
         model_id = name or engine.loaded.source.name
         if model_id in engines:
             raise ValueError(f"two models are named {model_id!r}: name them with --model ID=MODEL")

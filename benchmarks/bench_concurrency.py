@@ -1,4 +1,4 @@
-"""CPU concurrency benchmark: our AsyncEngine against mistralrs and llama-cpp-python at 1, 8 and 32 requests.
+"""CPU benchmark of our engine against mistralrs and llama-cpp-python (and HF) at 1, 8 and 32 requests.
 
 At each level N, N requests arrive at once, each a different prompt of --prompt-len tokens (the
 PARAGRAPH prompt of bench_cpu.py behind a different first word, so no two prompts share a first
@@ -8,9 +8,17 @@ returns per-token timestamps; the parent computes, per engine and level:
   - aggregate tok/s = all new tokens / (last token - arrival), so the prefills are included;
   - decode-only aggregate tok/s = tokens after each request's first / (last token - first first token);
   - TTFT p50/p99 from the common arrival time (queueing included), ITL p50/p99 over all requests' gaps.
+Then the issue-13 table: load s, TTFT and prefill tok/s of the one-request level, decode tok/s at 1,
+aggregate tok/s at 8 and 32, peak RSS, and quality = teacher-forced top-1 agreement with the fp32
+reference (the GGUF dequantized to fp32 in our engine, `isq="none"`) over 512 positions of a fixed
+text, for us and for llama.cpp (its logits with logits_all=True).
 
-    .venv/bin/python benchmarks/bench_concurrency.py                     # all engines, levels 1,8,32
-    .venv/bin/python benchmarks/bench_concurrency.py --engines ours-bf16 --levels 1,8 --json conc.json
+Our variants: `ours` is the default (GGUF weights kept quantized, bf16 activations, compiled decode
+step; the measurement starts once compiling is done, its time is reported apart), `ours-eager` the
+same without compiling, `ours-f32` the dense fp32 reference path.
+
+    .venv/bin/python benchmarks/bench_concurrency.py --threads 2                 # ours, ours-eager, peers
+    .venv/bin/python benchmarks/bench_concurrency.py --engines ours,llamacpp --levels 1,8 --json conc.json
 """
 
 from __future__ import annotations
@@ -41,10 +49,17 @@ from agent_runtime.bench import (  # noqa: E402
 
 # Each prompt starts with its own word of FIRST_WORDS (words whose first token is taken are skipped):
 # 1 warm-up prompt + sum(levels) measured ones.
-ENGINES = ("ours-f32", "ours-bf16", "mistralrs", "llamacpp", "hf")
-DEFAULT_ENGINES = "ours-f32,ours-bf16,mistralrs,llamacpp"
-LABELS = {"ours-f32": "ours (f32)", "ours-bf16": "ours (bf16)", "mistralrs": "mistralrs",
-          "llamacpp": "llama-cpp-python", "hf": "HF transformers (fp32)"}
+ENGINES = ("ours", "ours-eager", "ours-f32", "mistralrs", "llamacpp", "hf")
+DEFAULT_ENGINES = "ours,ours-eager,mistralrs,llamacpp"
+LABELS = {"ours": "ours (quantized, compiled)", "ours-eager": "ours (quantized, eager)",
+          "ours-f32": "ours (fp32 dense)", "mistralrs": "mistralrs", "llamacpp": "llama-cpp-python",
+          "hf": "HF transformers (fp32)"}
+# EngineConfig options of our variants (compile waits for the background compile before measuring)
+OURS = {"ours": {}, "ours-eager": {"compile": False}, "ours-f32": {"dtype": "f32", "isq": "none", "compile": False}}
+# Highest level a slow peer runs: mistralrs prefills ~42 tok/s on this model and takes its requests
+# one at a time, so 32 x 512-token prompts would take ~7 minutes.
+MAX_LEVEL = {"mistralrs": 8, "hf": 8}
+N_QUALITY = 512  # teacher-forced positions of the quality check
 PEER_MODULES = {"mistralrs": "mistralrs", "llamacpp": "llama_cpp", "hf": "transformers"}
 NOTES = {
     "mistralrs": "request i+1 is submitted only after request i streamed its first token (its batched "
@@ -73,11 +88,13 @@ def build_prompts(tokenizer, count: int, prompt_len: int) -> list[dict]:
              f"{len(prompts)}: use fewer or smaller --levels")
 
 
-def level_prompts(job: dict) -> list[tuple[int, list[dict]]]:
-    """The warm-up prompt is prompts[0]; each level then takes the next N unused prompts."""
+def level_prompts(job: dict, engine: str) -> list[tuple[int, list[dict]]]:
+    """The warm-up prompt is prompts[0]; each level then takes the next N unused prompts (levels above
+    the engine's MAX_LEVEL are skipped)."""
     out, start = [], 1
     for n in job["levels"]:
-        out.append((n, job["prompts"][start:start + n]))
+        if n <= MAX_LEVEL.get(engine, n):
+            out.append((n, job["prompts"][start:start + n]))
         start += n
     return out
 
@@ -85,29 +102,40 @@ def level_prompts(job: dict) -> list[tuple[int, list[dict]]]:
 # --- children: one engine per process; each returns raw timestamps per level ----------------------
 
 
-def run_ours(job: dict, dtype: str) -> dict:
+def run_ours(job: dict, variant: str) -> dict:
     import asyncio
     import importlib.metadata
 
     from engine import AsyncEngine, EngineConfig
 
     start = time.perf_counter()
-    eng = AsyncEngine(EngineConfig(model=job["gguf"], dtype=dtype, enable_prefix_caching=True,
-                                   num_threads=job["threads"],
-                                   max_num_seqs=max(EngineConfig.max_num_seqs, *job["levels"])))
+    eng = AsyncEngine(EngineConfig(model=job["gguf"], enable_prefix_caching=True, num_threads=job["threads"],
+                                   max_num_seqs=max(EngineConfig.max_num_seqs, *job["levels"]),
+                                   **{"compile": True, **OURS[variant]}))
     out = {"load_s": time.perf_counter() - start, "version": f"torch {importlib.metadata.version('torch')}",
-           "native": eng.loaded.native, "model_path": str(eng.loaded.source.path), "levels": []}
+           "native": eng.loaded.native, "model_path": str(eng.loaded.source.path), "levels": [],
+           "dtype": str(eng.loaded.dtype).removeprefix("torch.")}
+    compiled = eng.core.compiled
+    if compiled is not None:
+        if not compiled.wait(1800):
+            raise RuntimeError(f"compiling the decode step failed: {compiled.failed!r}")
+        out["compile_s"] = time.perf_counter() - start - out["load_s"]
     # From here on the main thread runs no torch work: the engine thread owns the only OpenMP pool.
 
     counters = ("prefix_cache_hits", "preemptions", "steps")
     try:
         asyncio.run(measure_level(eng, [job["prompts"][0]["ids"]], 8))
-        for n, prompts in level_prompts(job):
+        for n, prompts in level_prompts(job, variant):
             before, load = eng.stats(), os.getloadavg()[0]
             stamps = asyncio.run(measure_level(eng, [p["ids"] for p in prompts], job["new_tokens"]))
             after = eng.stats()
             out["levels"].append({"n": n, "loadavg_1m_before": load, "stamps": stamps,
                                   **{k: after[k] - before[k] for k in counters}})
+        out["peak_rss_mb"] = peak_rss_mb()
+        if job["quality_ids"]:
+            ids = job["quality_ids"]
+            out["top1"] = asyncio.run(eng.run_on_engine_thread(
+                lambda: eng.core.prompt_logits(ids).argmax(-1).tolist()))
     finally:
         eng.shutdown()
     return out
@@ -169,7 +197,7 @@ def run_mistralrs(job: dict) -> dict:
 
     try:
         level(job["prompts"][:1], 8)
-        for n, prompts in level_prompts(job):
+        for n, prompts in level_prompts(job, ENGINE):
             load = os.getloadavg()[0]
             t0, stamps, counted = level(prompts, job["new_tokens"])
             out["levels"].append({"n": n, "loadavg_1m_before": load, "stamps": relative(t0, stamps),
@@ -196,13 +224,22 @@ def run_llamacpp(job: dict) -> dict:
                 break
 
     one(job["prompts"][0]["ids"], 8, [])
-    for n, prompts in level_prompts(job):
+    for n, prompts in level_prompts(job, ENGINE):
         load = os.getloadavg()[0]
         stamps: list[list] = [[] for _ in prompts]
         t0 = time.perf_counter()
         for p, s in zip(prompts, stamps, strict=True):  # FCFS: the binding runs one sequence at a time
             one(p["ids"], job["new_tokens"], s)
         out["levels"].append({"n": n, "loadavg_1m_before": load, "stamps": relative(t0, stamps)})
+    out["peak_rss_mb"] = peak_rss_mb()
+    if job["quality_ids"]:
+        del llm
+        ids = job["quality_ids"]
+        scorer = llama_cpp.Llama(model_path=job["gguf"], n_ctx=len(ids) + 8, n_batch=512, n_ubatch=512,
+                                 n_threads=job["threads"], n_threads_batch=job["threads"], logits_all=True,
+                                 verbose=False)
+        scorer.eval(ids)
+        out["top1"] = [int(row.argmax()) for row in scorer.scores[: len(ids)]]
     return out
 
 
@@ -238,7 +275,7 @@ def run_hf(job: dict) -> dict:
                            min_new_tokens=n_new, streamer=Stamps(stamps), pad_token_id=0)
 
     one(job["prompts"][0]["ids"], 8, [])
-    for n, prompts in level_prompts(job):
+    for n, prompts in level_prompts(job, ENGINE):
         load = os.getloadavg()[0]
         stamps: list[list] = [[] for _ in prompts]
         t0 = time.perf_counter()
@@ -248,17 +285,29 @@ def run_hf(job: dict) -> dict:
     return out
 
 
+def run_reference(job: dict) -> dict:
+    """Top-1 tokens of the fp32 reference (the GGUF dequantized to fp32) at every quality position."""
+    from engine import LLM
+
+    llm = LLM(job["gguf"], dtype="f32", isq="none", compile=False, num_threads=job["threads"])
+    return {"top1": llm.prompt_logits(job["quality_ids"]).argmax(-1).tolist()}
+
+
+ENGINE = ""  # the engine this child process runs
+
+
 def child_main(engine: str) -> None:
     """Read the job (JSON) from stdin, write one JSON line of results to the original stdout."""
     job = json.load(sys.stdin)
     # Native libraries (mistralrs) log to fd 1: point it at stderr and keep a copy for the result.
     result_fd = os.dup(1)
     os.dup2(2, 1)
-    runners = {"ours-f32": lambda j: run_ours(j, "f32"), "ours-bf16": lambda j: run_ours(j, "bf16"),
-               "mistralrs": run_mistralrs, "llamacpp": run_llamacpp, "hf": run_hf}
+    global ENGINE
+    ENGINE = engine
+    runners = {"mistralrs": run_mistralrs, "llamacpp": run_llamacpp, "hf": run_hf, "reference": run_reference}
     with contextlib.redirect_stdout(sys.stderr):
-        result = runners[engine](job)
-    result["peak_rss_mb"] = peak_rss_mb()
+        result = run_ours(job, engine) if engine in OURS else runners[engine](job)
+    result.setdefault("peak_rss_mb", peak_rss_mb())
     os.write(result_fd, (json.dumps(result) + "\n").encode())
 
 
@@ -312,13 +361,44 @@ def print_report(summaries: dict[str, dict[int, dict]], levels: list[int]) -> No
         return summaries.get(e, {}).get(n, {}).get("agg_tok_s")
 
     print()
-    for ours in ("ours-f32", "ours-bf16"):
+    for ours in OURS:
         if agg(ours, 1) and agg(ours, 8):
             print(f"{LABELS[ours]}: aggregate at 8 / at 1 = {agg(ours, 8) / agg(ours, 1):.2f}x (target >= 3x)")
         for peer in ("mistralrs", "llamacpp", "hf"):
             ratios = [f"at {n}: {agg(ours, n) / agg(peer, n):.2f}x" for n in (8, 32) if agg(ours, n) and agg(peer, n)]
             if ratios:
                 print(f"{LABELS[ours]} / {LABELS[peer]} aggregate tok/s " + ", ".join(ratios))
+
+
+def print_cpu_table(results: dict[str, dict], summaries: dict[str, dict[int, dict]], prompt_len: int) -> None:
+    """The issue-13 table, and our ratios to llama.cpp against its targets."""
+    def level(e: str, n: int, key: str) -> float | None:
+        return summaries[e].get(n, {}).get(key)
+
+    def cell(value: float | None, digits: int = 1) -> str:
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    header = ["engine", "load s", f"TTFT ms ({prompt_len})", "prefill tok/s", "decode tok/s @1", "agg tok/s @8",
+              "agg tok/s @32", "peak RSS MB", f"top-1 vs fp32 ({N_QUALITY})"]
+    rows = [[LABELS[e], cell(r["load_s"], 2), cell(level(e, 1, "ttft_p50_ms"), 0), cell(level(e, 1, "prefill_tok_s")),
+             cell(level(e, 1, "agg_decode_tok_s")), cell(level(e, 8, "agg_tok_s")), cell(level(e, 32, "agg_tok_s")),
+             cell(r["peak_rss_mb"], 0), cell(r.get("quality"), 3)] for e, r in results.items()]
+    print("\nCPU table (level 1 = one request with the prompt above):")
+    print_rows(header, rows)
+    if "ours" not in results or "llamacpp" not in results:
+        return
+    ours, cpp = results["ours"], results["llamacpp"]
+    checks = [
+        ("decode @1 / llama.cpp decode @1", level("ours", 1, "agg_decode_tok_s"), level("llamacpp", 1, "agg_decode_tok_s"), 1.0),
+        ("prefill / llama.cpp prefill", level("ours", 1, "prefill_tok_s"), level("llamacpp", 1, "prefill_tok_s"), 1.5),
+        ("agg @8 / llama.cpp decode @1", level("ours", 8, "agg_tok_s"), level("llamacpp", 1, "agg_decode_tok_s"), 3.0),
+    ]
+    for name, a, b, target in checks:
+        if a and b:
+            print(f"  {name}: {a / b:.2f}x (target >= {target}x) {'met' if a / b >= target else 'NOT met'}")
+    print(f"  peak RSS {ours['peak_rss_mb']:.0f} MB (target <= 600), load {ours['load_s']:.2f} s (target <= 3)")
+    if "quality" in ours and "quality" in cpp:
+        print(f"  quality: ours {ours['quality']:.3f} vs llama.cpp {cpp['quality']:.3f} (target: ours >= llama.cpp)")
 
 
 def main() -> None:
@@ -329,11 +409,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                     help="threads per engine (default: all cores available)")
     ap.add_argument("--new-tokens", type=int, default=128, help="greedy new tokens per request (EOS ignored)")
-    ap.add_argument("--prompt-len", type=int, default=256, help="prompt tokens per request")
+    ap.add_argument("--prompt-len", type=int, default=512, help="prompt tokens per request")
+    ap.add_argument("--no-quality", action="store_true",
+                    help="skip the teacher-forced top-1 agreement with the fp32 reference")
     ap.add_argument("--json", type=Path, help="write the config, raw timestamps and summaries to this file")
     ap.add_argument("--gguf", type=Path,
                     help="the GGUF model every engine loads (default: the embedded SmolLM2 Q4_1)")
-    ap.add_argument("--child", choices=ENGINES, help=argparse.SUPPRESS)
+    ap.add_argument("--child", choices=(*ENGINES, "reference"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         child_main(args.child)
@@ -349,9 +431,11 @@ def main() -> None:
         ap.error("--threads, --new-tokens and --prompt-len must be >= 1")
 
     gguf = args.gguf.resolve() if args.gguf else default_gguf_path()
-    prompts = build_prompts(load_hf_tokenizer(gguf), 1 + sum(levels), args.prompt_len)
+    tokenizer = load_hf_tokenizer(gguf)
+    prompts = build_prompts(tokenizer, 1 + sum(levels), args.prompt_len)
+    quality_ids = [] if args.no_quality else tokenizer(PARAGRAPH * 40, add_special_tokens=False)["input_ids"][:N_QUALITY + 1]
     job = {"gguf": str(gguf), "threads": args.threads, "levels": levels, "new_tokens": args.new_tokens,
-           "prompt_len": args.prompt_len, "prompts": prompts}
+           "prompt_len": args.prompt_len, "prompts": prompts, "quality_ids": quality_ids}
     print(f"model {gguf.name}; levels {levels}: N requests at once, each a different {args.prompt_len}-token "
           f"prompt (distinct first token), {args.new_tokens} new tokens, greedy, EOS ignored; "
           f"{args.threads} threads; one fresh process per engine", flush=True)
@@ -359,6 +443,9 @@ def main() -> None:
     results: dict[str, dict] = {}
     summaries: dict[str, dict[int, dict]] = {}
     failed = False
+    reference = run_child("reference", job) if quality_ids else None
+    if quality_ids and reference is None:
+        failed = True
     for engine in engines:
         module = PEER_MODULES.get(engine)
         if module and importlib.util.find_spec(module) is None:
@@ -374,8 +461,12 @@ def main() -> None:
         result["loadavg_1m_before"] = load_before
         results[engine] = result
         summaries[engine] = {lv["n"]: summarise(lv, args.prompt_len) for lv in result["levels"]}
-        print(f"    {result['version']}; load {result['load_s']:.2f} s, peak RSS {result['peak_rss_mb']:.0f} MB, "
-              f"{time.perf_counter() - start:.0f} s in all", flush=True)
+        compile_note = f", compile {result['compile_s']:.1f} s (in the background)" if "compile_s" in result else ""
+        print(f"    {result['version']}; load {result['load_s']:.2f} s{compile_note}, peak RSS "
+              f"{result['peak_rss_mb']:.0f} MB, {time.perf_counter() - start:.0f} s in all", flush=True)
+        if reference and "top1" in result:
+            ref = reference["top1"][:N_QUALITY]
+            result["quality"] = sum(a == b for a, b in zip(result["top1"][:N_QUALITY], ref, strict=True)) / len(ref)
         if result.get("prompt_token_mismatches"):
             print(f"    note: {result['prompt_token_mismatches']} prompts tokenize differently in {engine}")
         for lv, s in zip(result["levels"], summaries[engine].values(), strict=True):
@@ -391,6 +482,7 @@ def main() -> None:
     if summaries:
         print(f"\nAll times from the moment the N requests arrive together ({args.threads} threads):")
         print_report(summaries, levels)
+        print_cpu_table(results, summaries, args.prompt_len)
         for engine, note in NOTES.items():
             if engine in summaries:
                 print(f"note, {LABELS[engine]}: {note}")

@@ -108,6 +108,7 @@ class AsyncEngine:
         self._stopping.set()
         self._wake.set()
         self._thread.join(timeout=30)
+        self.core.close()
 
     # --- engine thread ------------------------------------------------------------------------
 

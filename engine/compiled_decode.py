@@ -14,9 +14,11 @@ Measured on the embedded SmolLM2-135M (2 cores): see benchmarks/README.md.
 from __future__ import annotations
 
 import atexit
+import itertools
 import logging
 import threading
 import time
+import types
 import weakref
 
 import torch
@@ -33,6 +35,7 @@ _OPTIONS = {"emulate_precision_casts": True}
 
 
 _LIVE: weakref.WeakSet[CompiledDecode] = weakref.WeakSet()
+_IDS = itertools.count()
 
 
 @atexit.register
@@ -52,7 +55,11 @@ class CompiledDecode:
         self.model = model
         self.kv_dtype = kv_dtype
         self.block_size = block_size
-        self.step = torch.compile(_layer_step, dynamic=True, fullgraph=True, options=_OPTIONS)
+        # A code object of its own: dynamo caches compiled variants per code object (8 at most), so
+        # engines in one process (replicas, several models) would otherwise share, and exhaust, one cache.
+        code = _layer_step.__code__.replace(co_name=f"_layer_step_{next(_IDS)}")
+        own = types.FunctionType(code, _layer_step.__globals__, code.co_name)
+        self.step = torch.compile(own, dynamic=True, fullgraph=True, options=_OPTIONS)
         self.ready = threading.Event()
         self.failed: BaseException | None = None
         self._thread: threading.Thread | None = None
@@ -63,6 +70,12 @@ class CompiledDecode:
         """Compile in the background; the runner keeps using eager steps until `ready` is set."""
         self._thread = threading.Thread(target=self._warm, name="compile-decode", daemon=True)
         self._thread.start()
+
+    def disable(self, cause: BaseException) -> None:
+        """Give the decode step back to eager for good (a compiled call failed at run time)."""
+        self.ready.clear()
+        self.failed = cause
+        log.warning("the compiled decode step failed (%r): decoding eagerly from now on", cause)
 
     def stop(self, timeout: float = 120.0) -> None:
         """Compile no further variant and wait for the one in progress: a process must not exit while

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 
 _UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "kib": 2**10, "m": 2**20, "mb": 2**20, "mib": 2**20,
           "g": 2**30, "gb": 2**30, "gib": 2**30}
@@ -12,6 +13,8 @@ _UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "kib": 2**10, "m": 2**20, "mb"
 class EngineConfig:
     """How to load the model and how to run requests on it.
 
+    `compile` runs decode steps through torch.compile once compiled in the background (CPU, native
+    models; engine/compiled_decode.py); the default is on unless AGENT_RUNTIME_COMPILE=0.
     `isq` None keeps a GGUF's own quantization (int4/int8 kernels) and loads safetensors dense; "int8" /
     "int4" quantize the projections at load; "none" loads every weight dense in `dtype`.
     `max_num_batched_tokens` None means 2048 on CPU and 8192 on GPU. `kv_cache_memory` (bytes)
@@ -37,6 +40,7 @@ class EngineConfig:
     warmup: bool = True
     isq: str | None = None
     kv_cache_dtype: str = "auto"
+    compile: bool = field(default_factory=lambda: os.environ.get("AGENT_RUNTIME_COMPILE", "1") != "0")
     tensor_parallel_size: int = 1
     data_parallel_size: int = 1
 

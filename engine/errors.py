@@ -42,3 +42,15 @@ class EngineStepError(EngineError):
         super().__init__(f"engine step failed for {len(request_ids)} request(s): {cause!r}")
         self.request_ids = request_ids
         self.cause = cause
+
+
+class TensorParallelError(EngineError):
+    """A tensor-parallel group cannot be built or kept: a model it cannot split, workers that never joined."""
+
+
+class WorkerDiedError(TensorParallelError):
+    """A tensor-parallel worker process exited; the requests whose keys/values it held are lost."""
+
+
+class CollectiveError(TensorParallelError):
+    """A collective of a tensor-parallel group failed: a peer left the group, or did not answer in time."""

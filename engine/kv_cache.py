@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 from collections import OrderedDict, deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from engine.request import Request
@@ -118,16 +119,7 @@ class KVCacheManager:
             raise RuntimeError(f"request {request.request_id!r} already holds blocks {held.blocks}")
         tokens = request.all_token_ids
         bs = self.block_size
-        hits: list[_CachedBlock] = []
-        key, parent_uid = _ROOT_KEY, None
-        for start in range(0, len(tokens) - bs + 1, bs):
-            block_tokens = tuple(tokens[start : start + bs])
-            key = block_hash(key, block_tokens)
-            entry = self._cache.get(key)
-            if entry is None or entry.tokens != block_tokens or entry.parent_uid != parent_uid:
-                break
-            hits.append(entry)
-            parent_uid = entry.uid
+        hits = self._cached_run(tokens)
         if hits and len(hits) * bs == len(tokens):
             hits.pop()
         for entry in hits:
@@ -139,6 +131,30 @@ class KVCacheManager:
         self._prefix_queries += len(tokens)
         self._prefix_hits += num_hit_tokens
         return num_hit_tokens
+
+    def cached_prefix_tokens(self, token_ids: Sequence[int]) -> int:
+        """How many leading tokens of `token_ids` the prefix cache holds now, in whole blocks.
+
+        Read-only (no counters, no references): a data-parallel router asks each replica this.
+        """
+        if not self.enable_prefix_caching:
+            return 0
+        return len(self._cached_run(token_ids)) * self.block_size
+
+    def _cached_run(self, tokens: Sequence[int]) -> list[_CachedBlock]:
+        """The cache entries of the longest run of `tokens`' leading full blocks that are cached."""
+        bs = self.block_size
+        hits: list[_CachedBlock] = []
+        key, parent_uid = _ROOT_KEY, None
+        for start in range(0, len(tokens) - bs + 1, bs):
+            block_tokens = tuple(tokens[start : start + bs])
+            key = block_hash(key, block_tokens)
+            entry = self._cache.get(key)
+            if entry is None or entry.tokens != block_tokens or entry.parent_uid != parent_uid:
+                break
+            hits.append(entry)
+            parent_uid = entry.uid
+        return hits
 
     def cache_full_blocks(self, request: Request) -> None:
         """Register the request's blocks that computed tokens have filled since the last call."""

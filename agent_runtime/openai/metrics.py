@@ -29,6 +29,15 @@ _SERIES = {
     "itl_p99_s": ("agent_runtime_inter_token_latency_p99_seconds", "Inter-token latency, p99", "gauge"),
 }
 
+_REPLICA_SERIES = {
+    "requests_routed": ("agent_runtime_replica_requests_routed", "Requests the router sent to this replica",
+                        "counter"),
+    "running": ("agent_runtime_replica_requests_running", "Requests holding KV blocks on this replica", "gauge"),
+    "kv_blocks_used": ("agent_runtime_replica_kv_blocks_used", "KV cache blocks held on this replica", "gauge"),
+    "prefix_cache_hits": ("agent_runtime_replica_prefix_cache_hit_tokens", "Prompt tokens this replica served "
+                          "from its prefix cache", "counter"),
+}
+
 
 class _EngineCollector:
     def __init__(self, runtime: Runtime) -> None:
@@ -40,6 +49,21 @@ class _EngineCollector:
             family = (CounterMetricFamily if kind == "counter" else GaugeMetricFamily)(name, help_text, labels=["model"])
             for model, values in stats.items():
                 family.add_metric([model], float(values.get(key, 0.0)))
+            yield family
+        yield from self._replica_families()
+
+    def _replica_families(self):
+        """Per-replica series of data-parallel engines (with `replica_stats`), labelled model and replica."""
+        replicas = {model: engine.replica_stats() for model, engine in self.runtime.engines.items()
+                    if hasattr(engine, "replica_stats")}
+        if not replicas:
+            return
+        for key, (name, help_text, kind) in _REPLICA_SERIES.items():
+            family = (CounterMetricFamily if kind == "counter" else GaugeMetricFamily)(
+                name, help_text, labels=["model", "replica"])
+            for model, per in replicas.items():
+                for index, values in enumerate(per):
+                    family.add_metric([model, str(index)], float(values.get(key, 0.0)))
             yield family
 
 

@@ -31,8 +31,10 @@ def test_generate_streams_completion_to_stdout_and_logs_to_stderr():
 
 
 def test_generate_chat_renders_the_template():
+    # The fp32 reference path: with the default int4 weights this sampled answer starts elsewhere
+    # (the first token is a near-tie, as it is for llama.cpp; see PEERS.md).
     result = run_cli("generate", "--chat", "--max-tokens", "20", "--seed", "3", "--temperature", "0.5",
-                     "--stats", "What is the capital of France?")
+                     "--dtype", "f32", "--isq", "none", "--stats", "What is the capital of France?")
     assert result.returncode == 0, result.stderr
     assert "Paris" in result.stdout and "<|im_start|>" not in result.stdout
     assert "tok/s" in result.stderr

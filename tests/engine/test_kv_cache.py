@@ -252,3 +252,17 @@ def test_random_operations_keep_invariants_and_cached_content(monkeypatch, const
     assert kv.num_used_blocks == 0
     stats = kv.stats()
     assert 0 < stats.prefix_hits < stats.prefix_queries
+
+
+def test_cached_prefix_tokens_counts_whole_cached_blocks_and_changes_nothing():
+    kv = KVCacheManager(num_blocks=8, block_size=4)
+    r = make_request("a", list(range(10)))
+    compute(kv, r)
+    kv.free(r)
+    before = (kv.stats(), kv.num_free_blocks)
+    assert kv.cached_prefix_tokens(list(range(10))) == 8  # two full blocks; the partial third is not cached
+    assert kv.cached_prefix_tokens([0, 1, 2, 3, 9, 9, 9, 9]) == 4
+    assert kv.cached_prefix_tokens([7, 1, 2, 3]) == 0
+    assert (kv.stats(), kv.num_free_blocks) == before
+    assert KVCacheManager(8, 4, enable_prefix_caching=False).cached_prefix_tokens(list(range(10))) == 0
+    kv.check_invariants()
