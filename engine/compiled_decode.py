@@ -1,14 +1,16 @@
-"""CompiledDecode: the decode step's decoder layers under torch.compile (inductor's C++ backend).
+"""CompiledDecode: the decoder layers of a decode step under torch.compile (inductor's C++ backend).
 
-One compiled graph serves every layer (parameters are graph inputs, so all 30 layers of a model
-share it) and, with dynamic shapes, every batch size and context length: a handful of variants
-(batch 1 or more, one block or more) are compiled at start on a background thread while the
-engine serves eagerly, then the runner switches over. Inductor is told to round intermediates
-as eager does (`emulate_precision_casts`), so the compiled step gives the eager step's logits
-bit for bit (tested). The eager path stays the reference; `compile=False` (`--no-compile`)
-keeps it alone. CPU only for now (the GPU path has its own issue).
-
-Measured on the embedded SmolLM2-135M (2 cores): see benchmarks/README.md.
+The whole stack of layers is one graph (the Python loop unrolled: no per-layer call overhead),
+with dynamic shapes, so one graph serves every batch size and context length: the few variants
+dynamo specialises (batch 1 or more, one block or more) are compiled at start on a background
+thread while the engine serves eagerly, then the runner switches over. Inside the graph, norms,
+rotary, residuals and the gated MLP fuse around the int4/int8 matmuls. Decode attention is
+inductor's fused paged kernel (`paged_decode_attention`) for short contexts and, beyond
+PAGED_MAX_POSITIONS where that kernel is slower, the eager code as one opaque op.
+Inductor rounds intermediates as eager does (`emulate_precision_casts`); its fused reductions
+(RMSNorm's mean) may still round differently, so compiled and eager logits agree to bf16
+rounding (fp32: greedy tokens identical; tested). The eager path stays the
+reference; `compile=False` (`--no-compile`) keeps it alone. CPU only for now (GPU: issue 10).
 """
 
 from __future__ import annotations
@@ -24,13 +26,16 @@ import weakref
 import torch
 
 from engine.forward_batch import DecodeBatch
+from engine.models.decoder import run_layers
 from engine.omp_pool import release_omp_pool
 
 log = logging.getLogger(__name__)
 
 # (batch size, blocks per sequence) compiled before switching over: sizes 1 specialise in dynamo,
 # so 1 and "more than 1" of each are the variants; distinct values avoid accidental equalities.
-_WARM_SHAPES = ((1, 1), (1, 3), (3, 1), (5, 3))
+# Beyond PAGED_MAX_POSITIONS attention is another graph variant (engine/attention.py): 1 and 3 blocks
+# are short, 19 is long (16-token blocks; other block sizes still compile, on first use).
+_WARM_SHAPES = ((1, 1), (1, 3), (3, 1), (5, 3), (1, 19), (3, 19))
 _OPTIONS = {"emulate_precision_casts": True}
 
 
@@ -44,12 +49,8 @@ def _stop_all() -> None:
         compiled.stop()
 
 
-def _layer_step(layer, x, cos_sin, batch: DecodeBatch, cache_k, cache_v) -> torch.Tensor:
-    return layer(x, cos_sin, batch, cache_k, cache_v)
-
-
 class CompiledDecode:
-    """A compiled layer step for decode batches of one DecoderModel; usable once `ready`."""
+    """The compiled layers step for decode batches of one DecoderModel; usable once `ready`."""
 
     def __init__(self, model, kv_dtype: torch.dtype, block_size: int) -> None:
         self.model = model
@@ -57,8 +58,8 @@ class CompiledDecode:
         self.block_size = block_size
         # A code object of its own: dynamo caches compiled variants per code object (8 at most), so
         # engines in one process (replicas, several models) would otherwise share, and exhaust, one cache.
-        code = _layer_step.__code__.replace(co_name=f"_layer_step_{next(_IDS)}")
-        own = types.FunctionType(code, _layer_step.__globals__, code.co_name)
+        code = run_layers.__code__.replace(co_name=f"run_layers_{next(_IDS)}")
+        own = types.FunctionType(code, run_layers.__globals__, code.co_name)
         self.step = torch.compile(own, dynamic=True, fullgraph=True, options=_OPTIONS)
         self.ready = threading.Event()
         self.failed: BaseException | None = None
@@ -111,15 +112,17 @@ class CompiledDecode:
         param = self.model.model.norm.weight
         size = self.block_size
         shape = (batch_size * blocks + 1, size, spec.num_kv_heads, spec.head_dim)
-        with torch.inference_mode(False):  # like the engine's KV memory: ordinary tensors (dynamo guards on it)
-            cache_k = torch.zeros(shape, dtype=self.kv_dtype)
-            cache_v = torch.zeros(shape, dtype=self.kv_dtype)
+        layers = self.model.model.layers
+        # Like the engine's KV memory: ordinary tensors (dynamo guards on that), one per layer (and on aliasing).
+        with torch.inference_mode(False):
+            keys = [torch.zeros(shape, dtype=self.kv_dtype) for _ in layers]
+            values = [torch.zeros(shape, dtype=self.kv_dtype) for _ in layers]
         table = torch.arange(batch_size * blocks).view(batch_size, blocks) + 1
         lens = torch.full((batch_size,), (blocks - 1) * size + 1)
         positions = lens - 1
         slots = table[:, -1] * size
-        batch = DecodeBatch(slots, table, lens)
+        batch = DecodeBatch(slots, table, lens, torch.tensor(table[:, 0].tolist()))  # strides as decode_view's
         x = torch.randn(batch_size, spec.hidden_size, dtype=param.dtype)
-        for layer in list(self.model.model.layers)[:2]:  # two layers: the second must reuse the graph
-            cos_sin = self.model.rotary[layer.rope](positions)
-            self.step(layer, x, cos_sin, batch, cache_k, cache_v)
+        tables = {name: table(positions) for name, table in self.model.rotary.items()}
+        cos_sins = [tables[layer.rope] for layer in layers]  # shared per rope kind, as in the forward
+        self.step(layers, x, cos_sins, batch, keys, values)

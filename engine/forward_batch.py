@@ -18,6 +18,7 @@ class DecodeBatch:
     slot_mapping: torch.Tensor  # [B] int64
     block_table: torch.Tensor  # [B, max_blocks] int64
     seq_lens: torch.Tensor  # [B] int64
+    first_block: torch.Tensor  # [B] int64: the first block when a sequence's blocks are consecutive, else -1
 
 
 @dataclass
@@ -55,7 +56,9 @@ class ForwardBatch:
         """This batch as a DecodeBatch (it must be a decode batch)."""
         lengths = [c + 1 for c in self.context_lens]
         table = self.padded_block_table(-(-max(lengths) // self.block_size))
-        return DecodeBatch(self.slot_mapping, table, torch.tensor(lengths, device=self.input_ids.device))
+        device = self.input_ids.device
+        return DecodeBatch(self.slot_mapping, table, torch.tensor(lengths, device=device),
+                           torch.tensor(self.first_block, device=device))
 
     def padded_block_table(self, num_blocks: int) -> torch.Tensor:
         """Block tables as one [num_seqs, num_blocks] tensor, padded with block 0 (masked out)."""

@@ -84,7 +84,7 @@ class ModelRunner:
             batch.logits_index = torch.arange(len(batch.input_ids), device=self.device)
         elif self.compiled is not None and self.compiled.ready.is_set() and batch.is_decode:
             try:
-                return self.model(batch, self.kv, layer_step=self.compiled.step)
+                return self.model(batch, self.kv, layers_step=self.compiled.step)
             except Exception as exc:  # noqa: BLE001 - a compiler fault must not fail requests: go eager
                 # Rerunning is safe: the step rewrites the same KV slots with the same values.
                 self.compiled.disable(exc)

@@ -116,11 +116,14 @@ class _Backbone(nn.Module):
         self.norm = RMSNorm(spec.hidden_size, spec.rms_norm_eps, spec.norm_style)
 
 
-LayerStep = Callable[..., torch.Tensor]
+LayersStep = Callable[..., torch.Tensor]
 
 
-def _eager_step(layer: DecoderLayer, x, cos_sin, batch, cache_k, cache_v) -> torch.Tensor:
-    return layer(x, cos_sin, batch, cache_k, cache_v)
+def run_layers(layers: nn.ModuleList, x, cos_sins, batch, keys, values) -> torch.Tensor:
+    """Every decoder layer in turn: layer i with rotary tables cos_sins[i] and KV memory keys[i]/values[i]."""
+    for layer, cos_sin, cache_k, cache_v in zip(layers, cos_sins, keys, values, strict=True):
+        x = layer(x, cos_sin, batch, cache_k, cache_v)
+    return x
 
 
 class DecoderModel(nn.Module):
@@ -143,19 +146,20 @@ class DecoderModel(nn.Module):
             table.build(param.device, param.dtype)
 
     @torch.inference_mode()
-    def forward(self, batch: ForwardBatch, kv: KVTensors, layer_step: LayerStep | None = None) -> torch.Tensor:
+    def forward(self, batch: ForwardBatch, kv: KVTensors, layers_step: LayersStep | None = None) -> torch.Tensor:
         """Logits [num_seqs, vocab] (fp32) at the last token of each sequence in the batch.
 
-        Layers see a decode batch as a tensor-only DecodeBatch; `layer_step(layer, x, cos_sin,
-        batch, k, v)` replaces the eager layer call (the compiled step, engine/compiled_decode.py)."""
+        Layers see a decode batch as a tensor-only DecodeBatch; `layers_step` (same signature as
+        `run_layers`) replaces the eager loop over the layers (the compiled step,
+        engine/compiled_decode.py)."""
         x = self.model.embed_tokens(batch.input_ids)
         if self.spec.embed_scale is not None:
             x = x * torch.tensor(self.spec.embed_scale, dtype=x.dtype)
         cos_sin = {name: table(batch.positions) for name, table in self.rotary.items()}
         layer_batch = batch.decode_view() if batch.is_decode else batch
-        step = layer_step or _eager_step
-        for i, layer in enumerate(self.model.layers):
-            x = step(layer, x, cos_sin[layer.rope], layer_batch, kv.keys[i], kv.values[i])
+        layers = self.model.layers
+        x = (layers_step or run_layers)(layers, x, [cos_sin[layer.rope] for layer in layers], layer_batch,
+                                        kv.keys, kv.values)
         x = self.model.norm(x[batch.logits_index])
         logits = self.project(x).float()
         if self.spec.final_softcap is not None:
