@@ -146,6 +146,7 @@ def compare_peers(args: argparse.Namespace, report: dict, progress) -> dict:
         result_file = Path(tmp) / "peers.json"
         cmd = [sys.executable, str(HARNESS), "--engines", ",".join(engines), "--gguf", model,
                "--levels", ",".join(map(str, args.concurrency)), "--prompt-len", str(args.prompt_len),
+               "--agg-prompt-len", str(args.prompt_len),
                "--new-tokens", str(args.gen_len), "--threads", str(threads), "--json", str(result_file),
                "--no-quality"]
         print(f"comparing with {', '.join(PEER_LABELS[e] for e in engines)} (one fresh process each) ...",

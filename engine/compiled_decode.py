@@ -4,9 +4,9 @@ The whole stack of layers is one graph (the Python loop unrolled: no per-layer c
 with dynamic shapes, so one graph serves every batch size and context length: the few variants
 dynamo specialises (batch 1 or more, one block or more) are compiled at start on a background
 thread while the engine serves eagerly, then the runner switches over. Inside the graph, norms,
-rotary, residuals and the gated MLP fuse around the int4/int8 matmuls. Decode attention is
-inductor's fused paged kernel (`paged_decode_attention`) for short contexts and, beyond
-PAGED_MAX_POSITIONS where that kernel is slower, the eager code as one opaque op.
+rotary, residuals and the gated MLP fuse around the int4/int8 matmuls; decode attention is the
+eager code as one opaque op (engine::decode_attention; an inductor-fused paged form measured
+slower, see engine/attention.py).
 Inductor rounds intermediates as eager does (`emulate_precision_casts`); its fused reductions
 (RMSNorm's mean) may still round differently, so compiled and eager logits agree to bf16
 rounding (fp32: greedy tokens identical; tested). The eager path stays the
@@ -33,9 +33,7 @@ log = logging.getLogger(__name__)
 
 # (batch size, blocks per sequence) compiled before switching over: sizes 1 specialise in dynamo,
 # so 1 and "more than 1" of each are the variants; distinct values avoid accidental equalities.
-# Beyond PAGED_MAX_POSITIONS attention is another graph variant (engine/attention.py): 1 and 3 blocks
-# are short, 19 is long (16-token blocks; other block sizes still compile, on first use).
-_WARM_SHAPES = ((1, 1), (1, 3), (3, 1), (5, 3), (1, 19), (3, 19))
+_WARM_SHAPES = ((1, 1), (1, 3), (3, 1), (5, 3))
 _OPTIONS = {"emulate_precision_casts": True}
 
 
@@ -86,7 +84,9 @@ class CompiledDecode:
             self._thread.join(timeout)
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until compiled (tests, benchmarks); False if it failed or timed out."""
+        """Block until compiled (tests, benchmarks); False if it failed, timed out or was never started."""
+        if self._thread is None:
+            return False
         self.ready.wait(timeout)
         return self.ready.is_set()
 

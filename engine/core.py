@@ -61,6 +61,8 @@ class EngineCore:
         core = cls(loaded, config)
         if config.warmup:
             core.warmup()
+        if core.compiled is not None:  # after the warm-up, which it would otherwise slow down
+            core.compiled.start()
         return core
 
     def __init__(self, loaded: LoadedModel, config: EngineConfig) -> None:
@@ -92,13 +94,11 @@ class EngineCore:
                                   self.compiled)
 
     def _compiled_decode(self) -> CompiledDecode | None:
-        """Start compiling the decode step in the background (CPU native models, unless turned off)."""
+        """The compiled decode step (CPU native models, unless turned off); `create` starts compiling it."""
         if not (self.config.compile and self.loaded.native and self.loaded.device.type == "cpu"):
             return None
         kv_dtype = resolve_kv_dtype(self.config.kv_cache_dtype, self.loaded.dtype, self.loaded.device)
-        compiled = CompiledDecode(self.loaded.module, kv_dtype, self.config.block_size)
-        compiled.start()
-        return compiled
+        return CompiledDecode(self.loaded.module, kv_dtype, self.config.block_size)
 
     # --- requests -----------------------------------------------------------------------------
 
