@@ -6,26 +6,14 @@ import asyncio
 import random
 
 import pytest
-import torch
-from tiny_models import save_tiny_model
+from tiny_models import greedy, save_tiny_model
 
-from engine import SamplingParams
 from engine.async_engine import AsyncEngine
 from engine.config import EngineConfig
 from engine.data_parallel import DataParallelEngine
 from engine.replica_router import ReplicaLoad, choose_replica
 
-
-def greedy(n: int) -> SamplingParams:
-    return SamplingParams(temperature=0, max_tokens=n, ignore_eos=True)
-
-
-@pytest.fixture(autouse=True)
-def keep_torch_threads():
-    """Replicas split the cores (set on this thread while they start); later tests want theirs back."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("keep_torch_threads")
 
 
 @pytest.fixture(scope="module")

@@ -19,10 +19,9 @@ from pathlib import Path
 
 import psutil
 import pytest
-import torch
-from tiny_models import save_tiny_model
+from tiny_models import greedy, save_tiny_model
 
-from engine import LLM, RequestFailedError, SamplingParams
+from engine import LLM, RequestFailedError
 from engine.async_engine import AsyncEngine
 from engine.config import EngineConfig
 from engine.core import EngineCore
@@ -38,16 +37,8 @@ PROMPTS = [
 LOGIT_TOLERANCE = 1e-4
 
 
-def greedy(n: int) -> SamplingParams:
-    return SamplingParams(temperature=0, max_tokens=n, ignore_eos=True)
 
-
-@pytest.fixture(autouse=True)
-def keep_torch_threads():
-    """Engines set this thread's torch threads (split ones: one per rank here); later tests want theirs."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("keep_torch_threads")
 
 
 @pytest.fixture(scope="module")

@@ -90,3 +90,10 @@ def save_tiny_model(family: str, directory: Path, seed: int = 0, **overrides) ->
 def load_reference(directory: Path):
     """The same checkpoint in HF transformers, eager attention, fp32."""
     return AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32, attn_implementation="eager").eval()
+
+
+def greedy(n: int):
+    """Greedy sampling of exactly n tokens (EOS ignored)."""
+    from engine import SamplingParams
+
+    return SamplingParams(temperature=0, max_tokens=n, ignore_eos=True)
