@@ -90,7 +90,12 @@ def load_model(
     target = resolve_device(device)
     source = resolve_model(model)
     checkpoint = GgufCheckpoint(source.path) if source.kind == "gguf" else HfCheckpoint(source.path)
-    quantized = isq in ("int8", "int4") or (isq is None and source.kind == "gguf" and checkpoint.quantized)
+    if isq in ("int8", "int4") and target.type != "cpu":
+        raise ValueError(f"isq={isq!r} runs on CPU only for now (PyTorch's weight-only CPU kernels); "
+                         f"on {target} use isq='none'")
+    # Off the CPU a GGUF is dequantized: the quantized modules' kernels are CPU kernels.
+    quantized = isq in ("int8", "int4") or (
+        isq is None and source.kind == "gguf" and checkpoint.quantized and target.type == "cpu")
     torch_dtype = resolve_dtype(dtype, target, quantized)
     config = checkpoint.config
     builder = native_builder(config)
@@ -105,8 +110,9 @@ def load_model(
             )
         from engine.models.hf_fallback import HfFallbackModel
 
-        log.warning("no native implementation for %s: using the transformers fallback (slow path)",
-                    getattr(config, "architectures", None))
+        log.warning("no native implementation for %s: using the transformers fallback (slow path)%s",
+                    getattr(config, "architectures", None),
+                    f"; isq={isq!r} does not apply to it: weights stay dense" if quantized else "")
         module = HfFallbackModel.load(source, torch_dtype, target)
         native = False
     else:

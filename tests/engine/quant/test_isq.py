@@ -186,3 +186,10 @@ def test_cli_accepts_isq_modes_and_refuses_int3(capsys):
         build_parser().parse_args(["generate", "--isq", "int3", "hi"])
     assert exit_info.value.code == 2
     assert "invalid choice: 'int3'" in capsys.readouterr().err
+
+
+def test_isq_off_the_cpu_is_refused_naming_the_device():
+    from engine.loader import load_model
+
+    with pytest.raises(ValueError, match="isq='int8' runs on CPU only.*meta"):
+        load_model(None, isq="int8", device="meta")
