@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.forward_batch import DecodeBatch, ForwardBatch
+from kernels import cpu_decode_attention
 
 
 def write_kv(
@@ -33,6 +34,9 @@ def attend(
 ) -> torch.Tensor:
     """Attention output [T, heads, head_dim] for queries q [T, heads, head_dim]."""
     if isinstance(batch, DecodeBatch):
+        if cpu_decode_attention.applies(q, cache_k, batch.block_table):  # C++ paged kernel, eager and compiled
+            return cpu_decode_attention.decode_attention(q, cache_k, cache_v, batch.block_table, batch.seq_lens,
+                                                         scale, window, softcap)
         # Under torch.compile one opaque op: the compiled step runs exactly the eager attention. (An
         # inductor-fused paged form, gathers and reductions only, measured slower: 352 vs 398 tok/s
         # at 8 sequences, 80 vs 97 at one sequence of 512 tokens.)

@@ -225,8 +225,11 @@ def compute_logprobs(
     top_values_list, top_ids_list = top_values.tolist(), top_ids.tolist()
     for j, i in enumerate(rows):
         n = states[i].params.logprobs or 0
-        top = tuple(zip(top_ids_list[j][:n], top_values_list[j][:n], strict=True))
-        result[i] = TokenLogprob(token_id=token_ids[i], logprob=chosen[j], top=top)
+        # Among equal logprobs (ties are common with bf16 logits) the sampled token comes first, so a
+        # greedy token is always the first of its top list.
+        pairs = sorted(zip(top_ids_list[j], top_values_list[j], strict=True),
+                       key=lambda pair: (-pair[1], pair[0] != token_ids[i]))
+        result[i] = TokenLogprob(token_id=token_ids[i], logprob=chosen[j], top=tuple(pairs[:n]))
     return result
 
 

@@ -1,5 +1,8 @@
-"""Triton kernels, each beside its plain-torch reference and a dispatch (imports torch and triton only).
+"""Kernels, each beside its plain-torch reference and a dispatch (imports torch, and triton for GPU ones).
 
-Empty until the GPU-path work lands. The package name shadows the PyPI `kernels` package that
-transformers probes for; tests/test_kernels_namespace.py checks that transformers still imports.
+- `cpu_decode_attention`: paged decode attention for the CPU, a small C++ extension built on
+  first use (Triton has no CPU backend here).
+
+The package name shadows the PyPI `kernels` package that transformers probes for;
+tests/test_kernels_namespace.py checks that transformers still imports.
 """

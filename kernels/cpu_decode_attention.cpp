@@ -1,0 +1,114 @@
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+// Decode attention over a paged KV cache, read in place (no gather, no per-sequence Python loop):
+// q [B, H, D] f32; caches [blocks, BS, KVH, D] f32; table [B, MB] int64; lens [B] int64.
+// Sequence b attends to its positions max(0, lens[b] - window) .. lens[b] - 1 (window <= 0: all);
+// scores are tanh-capped when softcap > 0. One task per (sequence, KV head, chunk of 128 keys): the
+// keys of a KV head are read once for all of its query heads (GQA), and the chunks' partial softmax
+// states are merged at the end (flash-decoding), so a single long sequence uses every thread. The plain-torch reference and the dispatch are in
+// kernels/cpu_decode_attention.py.
+at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& kc, const at::Tensor& vc, const at::Tensor& table,
+                            const at::Tensor& lens, double scale, int64_t window, double softcap) {
+  TORCH_CHECK(q.scalar_type() == at::kFloat && kc.scalar_type() == at::kFloat && vc.scalar_type() == at::kFloat,
+              "decode_attention: float32 q and caches expected");
+  TORCH_CHECK(kc.is_contiguous() && vc.is_contiguous(), "decode_attention: contiguous caches expected");
+  TORCH_CHECK(table.scalar_type() == at::kLong && lens.scalar_type() == at::kLong,
+              "decode_attention: int64 block table and lengths expected");
+  auto qc = q.contiguous();
+  auto tc = table.contiguous();
+  auto lc = lens.contiguous();
+  const int64_t B = qc.size(0), H = qc.size(1), D = qc.size(2);
+  const int64_t BS = kc.size(1), KVH = kc.size(2), G = H / KVH, MB = tc.size(1);
+  const float* qp = qc.data_ptr<float>();
+  const float* kp = kc.data_ptr<float>();
+  const float* vp = vc.data_ptr<float>();
+  const int64_t* tp = tc.data_ptr<int64_t>();
+  const int64_t* lp = lc.data_ptr<int64_t>();
+  int64_t longest = 1;
+  for (int64_t b = 0; b < B; ++b) longest = std::max(longest, lp[b]);
+  // Split each sequence's keys into chunks (flash-decoding): tasks = (sequence, KV head, chunk), so one
+  // long sequence still keeps every thread busy; partial softmax states are merged at the end.
+  const int64_t CHUNK = 128, C = (longest + CHUNK - 1) / CHUNK;
+  auto part_m = at::empty({B, KVH, C, G}, qc.options());
+  auto part_l = at::empty({B, KVH, C, G}, qc.options());
+  auto part_acc = at::empty({B, KVH, C, G, D}, qc.options());
+  float* pm = part_m.data_ptr<float>();
+  float* pl = part_l.data_ptr<float>();
+  float* pa = part_acc.data_ptr<float>();
+  at::parallel_for(0, B * KVH * C, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> scores(G * CHUNK);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task / (KVH * C), h = (task / C) % KVH, c = task % C;
+      const int64_t L = lp[b], lo = window > 0 ? std::max<int64_t>(0, L - window) : 0;
+      const int64_t from = lo + c * CHUNK, to = std::min(L, from + CHUNK), n = to - from;
+      float* m = pm + task * G;
+      float* l = pl + task * G;
+      float* acc = pa + task * G * D;
+      std::fill(acc, acc + G * D, 0.f);
+      if (n <= 0) {
+        for (int64_t g = 0; g < G; ++g) { m[g] = -INFINITY; l[g] = 0.f; }
+        continue;
+      }
+      const float* qb = qp + (b * H + h * G) * D;
+      for (int64_t t = from; t < to; ++t) {
+        const float* k = kp + ((tp[b * MB + t / BS] * BS + t % BS) * KVH + h) * D;
+        for (int64_t g = 0; g < G; ++g) {
+          const float* qg = qb + g * D;
+          float s = 0.f;
+#pragma omp simd reduction(+ : s)
+          for (int64_t d = 0; d < D; ++d) s += qg[d] * k[d];
+          s *= scale;
+          if (softcap > 0) s = std::tanh(s / softcap) * softcap;
+          scores[g * CHUNK + (t - from)] = s;
+        }
+      }
+      for (int64_t g = 0; g < G; ++g) {
+        float* row = scores.data() + g * CHUNK;
+        m[g] = *std::max_element(row, row + n);
+        float total = 0.f;
+        for (int64_t i = 0; i < n; ++i) { row[i] = std::exp(row[i] - m[g]); total += row[i]; }
+        l[g] = total;
+      }
+      for (int64_t t = from; t < to; ++t) {
+        const float* v = vp + ((tp[b * MB + t / BS] * BS + t % BS) * KVH + h) * D;
+        for (int64_t g = 0; g < G; ++g) {
+          const float p = scores[g * CHUNK + (t - from)];
+          float* a = acc + g * D;
+#pragma omp simd
+          for (int64_t d = 0; d < D; ++d) a[d] += p * v[d];
+        }
+      }
+    }
+  });
+  auto out = at::empty_like(qc);
+  float* op = out.data_ptr<float>();
+  at::parallel_for(0, B * KVH * G, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t b = row / (KVH * G), h = (row / G) % KVH, g = row % G;
+      float top = -INFINITY;
+      for (int64_t c = 0; c < C; ++c) top = std::max(top, pm[((b * KVH + h) * C + c) * G + g]);
+      float denom = 0.f;
+      float* o = op + (b * H + h * G + g) * D;
+      std::fill(o, o + D, 0.f);
+      for (int64_t c = 0; c < C; ++c) {
+        const int64_t i = ((b * KVH + h) * C + c) * G + g;
+        if (pl[i] == 0.f) continue;
+        const float w = std::exp(pm[i] - top);
+        denom += pl[i] * w;
+        const float* a = pa + i * D;
+        for (int64_t d = 0; d < D; ++d) o[d] += a[d] * w;
+      }
+      for (int64_t d = 0; d < D; ++d) o[d] /= denom;
+    }
+  });
+  return out;
+}
+
+TORCH_LIBRARY(agent_runtime_cpu, m) {
+  m.def("decode_attention(Tensor q, Tensor cache_k, Tensor cache_v, Tensor block_table, Tensor seq_lens, float scale, int window, float softcap) -> Tensor");
+}
+TORCH_LIBRARY_IMPL(agent_runtime_cpu, CPU, m) { m.impl("decode_attention", decode_attention); }
