@@ -34,7 +34,7 @@ def attend(
 ) -> torch.Tensor:
     """Attention output [T, heads, head_dim] for queries q [T, heads, head_dim]."""
     if isinstance(batch, DecodeBatch):
-        if cpu_decode_attention.applies(q, cache_k, batch.block_table):  # C++ paged kernel, eager and compiled
+        if cpu_decode_attention.applies(q, cache_k):  # the C++ paged kernel (kernels/), eager and compiled
             return cpu_decode_attention.decode_attention(q, cache_k, cache_v, batch.block_table, batch.seq_lens,
                                                          scale, window, softcap)
         # Under torch.compile one opaque op: the compiled step runs exactly the eager attention. (An

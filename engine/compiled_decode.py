@@ -5,9 +5,9 @@ with dynamic shapes, so one graph serves every batch size and context length: th
 dynamo specialises (batch 1 or more, one block or more) are compiled at start on a background
 thread while the engine serves eagerly, then the runner switches over. Inside the graph, norms,
 rotary, residuals and the gated MLP fuse around the int4/int8 matmuls; decode attention is the
-C++ paged kernel of kernels/cpu_decode_attention.py for short contexts (built here, before
-compiling, the first time) and beyond that the eager code as one opaque op (engine::decode_attention;
-an inductor-fused paged form measured slower, see engine/attention.py).
+C++ paged kernel of kernels/cpu_decode_attention.py (built here, before compiling, the first time),
+or where it does not apply the eager code as one opaque op (engine::decode_attention; an
+inductor-fused paged form measured slower, see engine/attention.py).
 Inductor rounds intermediates as eager does (`emulate_precision_casts`); its fused reductions
 (RMSNorm's mean) may still round differently, so compiled and eager logits agree to bf16
 rounding (fp32: greedy tokens identical; tested). The eager path stays the
@@ -35,8 +35,7 @@ log = logging.getLogger(__name__)
 
 # (batch size, blocks per sequence) compiled before switching over: sizes 1 specialise in dynamo,
 # so 1 and "more than 1" of each are the variants; distinct values avoid accidental equalities.
-# 19 blocks of 16 are past kernels.cpu_decode_attention.MAX_POSITIONS: attention there is another variant.
-_WARM_SHAPES = ((1, 1), (1, 3), (3, 1), (5, 3), (1, 19), (3, 19))
+_WARM_SHAPES = ((1, 1), (1, 3), (3, 1), (5, 3))
 _OPTIONS = {"emulate_precision_casts": True}
 
 

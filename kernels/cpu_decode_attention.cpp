@@ -7,9 +7,10 @@
 // Decode attention over a paged KV cache, read in place (no gather, no per-sequence Python loop):
 // q [B, H, D] f32; caches [blocks, BS, KVH, D] f32; table [B, MB] int64; lens [B] int64.
 // Sequence b attends to its positions max(0, lens[b] - window) .. lens[b] - 1 (window <= 0: all);
-// scores are tanh-capped when softcap > 0. One task per (sequence, KV head, chunk of 128 keys): the
-// keys of a KV head are read once for all of its query heads (GQA), and the chunks' partial softmax
-// states are merged at the end (flash-decoding), so a single long sequence uses every thread. The plain-torch reference and the dispatch are in
+// scores are tanh-capped when softcap > 0. One task per (sequence, chunk of 128 keys) over all heads,
+// so a task streams through its cache blocks in memory order (a token's KVH x D keys are contiguous);
+// the chunks' partial softmax states are merged at the end (flash-decoding), so a single long
+// sequence still uses every thread. The plain-torch reference and the dispatch are in
 // kernels/cpu_decode_attention.py.
 at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& kc, const at::Tensor& vc, const at::Tensor& table,
                             const at::Tensor& lens, double scale, int64_t window, double softcap) {
@@ -33,51 +34,55 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& kc, const at:
   // Split each sequence's keys into chunks (flash-decoding): tasks = (sequence, KV head, chunk), so one
   // long sequence still keeps every thread busy; partial softmax states are merged at the end.
   const int64_t CHUNK = 128, C = (longest + CHUNK - 1) / CHUNK;
-  auto part_m = at::empty({B, KVH, C, G}, qc.options());
-  auto part_l = at::empty({B, KVH, C, G}, qc.options());
-  auto part_acc = at::empty({B, KVH, C, G, D}, qc.options());
+  auto part_m = at::empty({B, C, H}, qc.options());
+  auto part_l = at::empty({B, C, H}, qc.options());
+  auto part_acc = at::empty({B, C, H, D}, qc.options());
   float* pm = part_m.data_ptr<float>();
   float* pl = part_l.data_ptr<float>();
   float* pa = part_acc.data_ptr<float>();
-  at::parallel_for(0, B * KVH * C, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> scores(G * CHUNK);
+  // One task per (sequence, chunk of keys), all heads: a token's keys (KVH x D floats) are contiguous,
+  // so a task streams through its blocks in memory order.
+  at::parallel_for(0, B * C, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> scores(H * CHUNK);
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t b = task / (KVH * C), h = (task / C) % KVH, c = task % C;
+      const int64_t b = task / C, c = task % C;
       const int64_t L = lp[b], lo = window > 0 ? std::max<int64_t>(0, L - window) : 0;
       const int64_t from = lo + c * CHUNK, to = std::min(L, from + CHUNK), n = to - from;
-      float* m = pm + task * G;
-      float* l = pl + task * G;
-      float* acc = pa + task * G * D;
-      std::fill(acc, acc + G * D, 0.f);
+      float* m = pm + task * H;
+      float* l = pl + task * H;
+      float* acc = pa + task * H * D;
+      std::fill(acc, acc + H * D, 0.f);
       if (n <= 0) {
-        for (int64_t g = 0; g < G; ++g) { m[g] = -INFINITY; l[g] = 0.f; }
+        for (int64_t hq = 0; hq < H; ++hq) { m[hq] = -INFINITY; l[hq] = 0.f; }
         continue;
       }
-      const float* qb = qp + (b * H + h * G) * D;
+      const float* qb = qp + b * H * D;
       for (int64_t t = from; t < to; ++t) {
-        const float* k = kp + ((tp[b * MB + t / BS] * BS + t % BS) * KVH + h) * D;
-        for (int64_t g = 0; g < G; ++g) {
-          const float* qg = qb + g * D;
+        const float* row = kp + (tp[b * MB + t / BS] * BS + t % BS) * KVH * D;
+        for (int64_t hq = 0; hq < H; ++hq) {
+          const float* k = row + (hq / G) * D;
+          const float* qh = qb + hq * D;
           float s = 0.f;
 #pragma omp simd reduction(+ : s)
-          for (int64_t d = 0; d < D; ++d) s += qg[d] * k[d];
+          for (int64_t d = 0; d < D; ++d) s += qh[d] * k[d];
           s *= scale;
           if (softcap > 0) s = std::tanh(s / softcap) * softcap;
-          scores[g * CHUNK + (t - from)] = s;
+          scores[hq * CHUNK + (t - from)] = s;
         }
       }
-      for (int64_t g = 0; g < G; ++g) {
-        float* row = scores.data() + g * CHUNK;
-        m[g] = *std::max_element(row, row + n);
+      for (int64_t hq = 0; hq < H; ++hq) {
+        float* srow = scores.data() + hq * CHUNK;
+        m[hq] = *std::max_element(srow, srow + n);
         float total = 0.f;
-        for (int64_t i = 0; i < n; ++i) { row[i] = std::exp(row[i] - m[g]); total += row[i]; }
-        l[g] = total;
+        for (int64_t i = 0; i < n; ++i) { srow[i] = std::exp(srow[i] - m[hq]); total += srow[i]; }
+        l[hq] = total;
       }
       for (int64_t t = from; t < to; ++t) {
-        const float* v = vp + ((tp[b * MB + t / BS] * BS + t % BS) * KVH + h) * D;
-        for (int64_t g = 0; g < G; ++g) {
-          const float p = scores[g * CHUNK + (t - from)];
-          float* a = acc + g * D;
+        const float* row = vp + (tp[b * MB + t / BS] * BS + t % BS) * KVH * D;
+        for (int64_t hq = 0; hq < H; ++hq) {
+          const float* v = row + (hq / G) * D;
+          const float p = scores[hq * CHUNK + (t - from)];
+          float* a = acc + hq * D;
 #pragma omp simd
           for (int64_t d = 0; d < D; ++d) a[d] += p * v[d];
         }
@@ -86,16 +91,16 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& kc, const at:
   });
   auto out = at::empty_like(qc);
   float* op = out.data_ptr<float>();
-  at::parallel_for(0, B * KVH * G, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
-      const int64_t b = row / (KVH * G), h = (row / G) % KVH, g = row % G;
+      const int64_t b = row / H, hq = row % H;
       float top = -INFINITY;
-      for (int64_t c = 0; c < C; ++c) top = std::max(top, pm[((b * KVH + h) * C + c) * G + g]);
+      for (int64_t c = 0; c < C; ++c) top = std::max(top, pm[(b * C + c) * H + hq]);
       float denom = 0.f;
-      float* o = op + (b * H + h * G + g) * D;
+      float* o = op + row * D;
       std::fill(o, o + D, 0.f);
       for (int64_t c = 0; c < C; ++c) {
-        const int64_t i = ((b * KVH + h) * C + c) * G + g;
+        const int64_t i = (b * C + c) * H + hq;
         if (pl[i] == 0.f) continue;
         const float w = std::exp(pm[i] - top);
         denom += pl[i] * w;

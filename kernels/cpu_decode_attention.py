@@ -1,9 +1,10 @@
 """Paged decode attention for the CPU: a small C++ kernel, its plain-torch reference, and a dispatch.
 
-Measured on 2 idle cores (one query per sequence, 9 query / 3 KV heads of 64, f32 KV), against
-the engine's torch path: one sequence of 40 tokens 8.6 vs 33.8 us; 8 sequences of 168 tokens
-(scattered blocks) 94 vs 360 us; one of 580 tokens 47 vs 51 us (consecutive blocks, read as views)
-or 47 vs 87 us (scattered). PyTorch has no paged attention on CPU, so this is the
+Measured on 2 idle cores (SmolLM2: 9 query / 3 KV heads of 64, f32 KV) inside the engine, one
+sequence of 512 tokens: 59 us a layer vs 70 us for the torch path (gather + SDPA), decode 126 vs
+112 tok/s (compiled step); 8 sequences of 40 tokens: 527 vs 480 tok/s. A first version with one
+task per (sequence, KV head) read each token's keys with a 768-byte stride and was slower in the
+engine (120 us) than in isolation (47 us, cache-hot): tasks now stream whole token rows. PyTorch has no paged attention on CPU, so this is the
 "small extension where measurement shows the library falls short": C++ built on first use with
 torch.utils.cpp_extension (gcc and ninja; ~25 s once, then cached in torch's extensions
 directory), registered as the op `agent_runtime_cpu::decode_attention` so torch.compile calls it
@@ -46,17 +47,10 @@ def available() -> bool:
     return _state.get("loaded", False)
 
 
-# Longest padded context (blocks x block size) the dispatch gives the kernel. Measured in the engine
-# (SmolLM2, 2 cores, one sequence): 150-159 vs 123-137 tok/s at 40 tokens, but 91-94 vs 101-113 at
-# 512 tokens, where SDPA over views of the cache wins (in isolation the two are even there, 47 vs
-# 51 us a layer; the engine-level loss is not understood yet).
-MAX_POSITIONS = 256
-
-
-def applies(q: torch.Tensor, cache_k: torch.Tensor, block_table: torch.Tensor) -> bool:
-    """Whether the dispatch uses the kernel: loaded, CPU, f32 queries and cache, short padded context."""
+def applies(q: torch.Tensor, cache_k: torch.Tensor) -> bool:
+    """Whether the dispatch uses the kernel: loaded, CPU, f32 queries and cache."""
     return (available() and cache_k.device.type == "cpu" and cache_k.dtype == torch.float32
-            and q.dtype == torch.float32 and block_table.shape[1] * cache_k.shape[1] <= MAX_POSITIONS)
+            and q.dtype == torch.float32)
 
 
 def decode_attention(q, cache_k, cache_v, block_table, seq_lens, scale: float, window: int | None,
