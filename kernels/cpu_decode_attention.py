@@ -4,8 +4,10 @@ Measured on 2 idle cores (SmolLM2: 9 query / 3 KV heads of 64, f32 KV) inside th
 sequence of 512 tokens: 59 us a layer vs 70 us for the torch path (gather + SDPA), decode 126 vs
 112 tok/s (compiled step); 8 sequences of 40 tokens: 527 vs 480 tok/s. A first version with one
 task per (sequence, KV head) read each token's keys with a 768-byte stride and was slower in the
-engine (120 us) than in isolation (47 us, cache-hot): tasks now stream whole token rows. PyTorch has no paged attention on CPU, so this is the
-"small extension where measurement shows the library falls short": C++ built on first use with
+engine (120 us) than in isolation (47 us, cache-hot): tasks now stream whole token rows.
+
+PyTorch has no paged attention on CPU, so this is the "small extension where measurement shows
+the library falls short": C++ built on first use with
 torch.utils.cpp_extension (gcc and ninja; ~25 s once, then cached in torch's extensions
 directory), registered as the op `agent_runtime_cpu::decode_attention` so torch.compile calls it
 as an extern kernel. Not Triton (the package's rule): Triton has no CPU backend in our wheels.
