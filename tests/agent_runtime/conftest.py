@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import socket
+import subprocess
 import threading
 import time
 from contextlib import contextmanager
@@ -66,3 +68,13 @@ def server_url(smollm_engine):
 @pytest.fixture(scope="session")
 def runtime_of(server_url, smollm_engine):
     return smollm_engine
+
+
+def stop_serve(proc: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM a `serve` process we started; fail the test (after killing it) if it does not exit in time."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("serve did not stop on SIGTERM")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -14,6 +13,7 @@ import time
 import anyio
 import httpx
 import pytest
+from conftest import stop_serve
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
@@ -170,12 +170,7 @@ def test_serve_puts_mcp_on_its_own_port(tiny_model):
         assert httpx.post(f"http://127.0.0.1:{port}/mcp", json=INITIALIZE, headers=headers).status_code == 404
         assert httpx.get(f"http://127.0.0.1:{port}/v1/models").status_code == 200
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            pytest.fail("serve did not stop on SIGTERM")
+        stop_serve(proc, timeout=30)
 
 
 @pytest.mark.parametrize(("argv", "message"), [

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -11,6 +10,7 @@ import time
 
 import httpx
 import pytest
+from conftest import stop_serve
 
 from agent_runtime.serve_command import model_specs
 
@@ -63,12 +63,7 @@ def test_serve_process_routes_by_model_and_stops_cleanly(two_tiny_models):
         missing = httpx.post(f"{base}/v1/completions", json={"model": "gamma", "prompt": "hi"})
         assert missing.status_code == 404 and missing.json()["error"]["code"] == "model_not_found"
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            pytest.fail("serve did not stop on SIGTERM")
+        stop_serve(proc, timeout=30)
 
 
 def test_models_config_is_validated_with_the_file_and_model_named(tmp_path):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -14,6 +13,7 @@ import time
 import httpx
 import psutil
 import pytest
+from conftest import stop_serve
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "engine"))
 from tiny_models import save_tiny_model  # noqa: E402
@@ -86,12 +86,7 @@ def test_serve_with_replicas_of_a_split_model_answers_uses_both_and_leaves_no_wo
         )
         assert sorted(r for r, n in routed if float(n) > 0) == ["0", "1"], metrics
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            pytest.fail("serve did not stop on SIGTERM")
+        stop_serve(proc, timeout=60)
     deadline = time.time() + 10
     while time.time() < deadline and any(
         w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers
