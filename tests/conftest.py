@@ -11,8 +11,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # would cost minutes of CPU. tests/engine/test_compiled_decode.py turns it on where it is the subject.
 os.environ.setdefault("AGENT_RUNTIME_COMPILE", "0")
 
-import pytest  # noqa: E402
 import torch  # noqa: E402
+
+if not torch.cuda.is_available():
+    # Without CUDA the Triton kernels are tested in Triton's interpreter (kernels.dispatch.forced);
+    # the variable must be set before triton is first imported.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
 
 
 def pytest_collection_modifyitems(config, items):
