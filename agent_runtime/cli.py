@@ -142,10 +142,13 @@ def add_model_arguments(parser: argparse.ArgumentParser, multiple: bool = False)
     parser.add_argument("--dtype", default="auto", choices=["auto", "f32", "bf16", "f16"],
                         help="activation (and dense weight) dtype (auto: bf16 on CUDA; on CPU bf16 for "
                              "quantized weights when the CPU has bf16, else f32)")
-    parser.add_argument("--isq", default=None, choices=["none", "int8", "int4"],
-                        help="in-situ quantization at load: int8 (per-channel) or int4 (group 32) weight-only; "
-                             "none loads every weight dense (default: keep a GGUF's own quantization, "
-                             "safetensors dense)")
+    parser.add_argument("--isq", default=None, choices=["none", "int8", "int4", "fp8"],
+                        help="in-situ quantization at load, weight-only: int8 (per-channel), int4 (group 32) or "
+                             "fp8 (e4m3, per-channel); none loads every weight dense (default: keep a GGUF's own "
+                             "quantization on CPU, dequantize it on GPU; safetensors dense)")
+    parser.add_argument("--topology", default=None, metavar="FILE",
+                        help="YAML file (mistral.rs format) setting isq and device per layer range or tensor "
+                             "regex; layers it leaves out follow --isq and --device (see docs/topology.md)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--chat-template", default=None, help="Jinja chat template file overriding the model's")
     parser.add_argument("--no-fallback", action="store_true",
@@ -163,11 +166,13 @@ def add_model_arguments(parser: argparse.ArgumentParser, multiple: bool = False)
     engine.add_argument("--gpu-memory-utilization", type=float, default=0.9,
                         help="fraction of free GPU memory for the KV cache (default 0.9)")
     engine.add_argument("--max-model-len", type=int, default=None, help="cap on context length (default: the model's)")
-    engine.add_argument("--kv-cache-dtype", default="auto", choices=["auto", "f32", "bf16", "f16"],
-                        help="KV cache dtype (auto: f32 on CPU, the model dtype on GPU)")
+    engine.add_argument("--kv-cache-dtype", default="auto", choices=["auto", "f32", "bf16", "f16", "fp8"],
+                        help="KV cache dtype (auto: f32 on CPU, the model dtype on GPU; fp8: e4m3, half of bf16)")
     engine.add_argument("--no-compile", action="store_true",
                         help="run decode steps eagerly (default: torch.compile them in the background on CPU; "
                              "AGENT_RUNTIME_COMPILE=0 also turns it off)")
+    engine.add_argument("--no-cuda-graphs", action="store_true",
+                        help="run GPU decode steps without CUDA graphs (default: captured per batch size)")
     engine.add_argument("--tensor-parallel-size", type=int, default=1, metavar="N",
                         help="split the model over N processes (gloo on CPU, NCCL on CUDA); needs dense weights "
                              "(default 1; see docs/parallel.md)")
@@ -190,6 +195,7 @@ def engine_options(args: argparse.Namespace) -> dict:
     return dict(
         dtype=args.dtype,
         isq=args.isq,
+        topology=args.topology,
         device=args.device,
         chat_template=args.chat_template,
         allow_fallback=not args.no_fallback,
@@ -203,6 +209,7 @@ def engine_options(args: argparse.Namespace) -> dict:
         max_model_len=args.max_model_len,
         kv_cache_dtype=args.kv_cache_dtype,
         **({"compile": False} if args.no_compile else {}),
+        cuda_graphs=not args.no_cuda_graphs,
         tensor_parallel_size=args.tensor_parallel_size,
         data_parallel_size=args.data_parallel_size,
     )

@@ -11,16 +11,26 @@ import torch
 import torch.nn.functional as F
 
 from engine.forward_batch import DecodeBatch, ForwardBatch
-from kernels import cpu_decode_attention
+from engine.kv_tensors import FP8, FP8_MAX
+from kernels import cpu_decode_attention, kv_cache_write
+from kernels.dispatch import use_triton
+from kernels.paged_decode_attention import paged_decode_attention
+from kernels.paged_prefill_attention import paged_prefill_attention
 
 
 def write_kv(
     cache_k: torch.Tensor, cache_v: torch.Tensor, k: torch.Tensor, v: torch.Tensor, batch: ForwardBatch | DecodeBatch
 ) -> None:
-    """Store k, v [T, kv_heads, head_dim] in the flat cache slots of their tokens."""
-    heads, dim = cache_k.shape[-2:]
-    cache_k.view(-1, heads, dim).index_copy_(0, batch.slot_mapping, k)
-    cache_v.view(-1, heads, dim).index_copy_(0, batch.slot_mapping, v)
+    """Store k, v [T, kv_heads, head_dim] in the flat cache slots of their tokens, cast to the cache's
+    dtype (saturated to +-448 for an fp8 cache, where a plain cast of a larger value gives NaN)."""
+    if use_triton(k):  # one fused kernel for keys and values
+        kv_cache_write.triton_write_kv(cache_k, cache_v, k, v, batch.slot_mapping)
+        return
+    for cache, x in ((cache_k, k), (cache_v, v)):
+        if cache.dtype == FP8:  # index_copy_ has no float8 version on the CPU: copy the bytes
+            cache, x = cache.view(torch.uint8), x.float().clamp(-FP8_MAX, FP8_MAX).to(FP8).view(torch.uint8)
+        heads, dim = cache.shape[-2:]
+        cache.view(-1, heads, dim).index_copy_(0, batch.slot_mapping, x.to(cache.dtype))
 
 
 def attend(
@@ -33,6 +43,13 @@ def attend(
     softcap: float | None,
 ) -> torch.Tensor:
     """Attention output [T, heads, head_dim] for queries q [T, heads, head_dim]."""
+    if use_triton(q):  # the Triton kernels read the paged cache in place (GPU; tests force them on CPU)
+        if isinstance(batch, DecodeBatch):
+            return paged_decode_attention(q, cache_k, cache_v, batch.block_table, batch.seq_lens, scale,
+                                          window, softcap)
+        meta = batch.varlen
+        return paged_prefill_attention(q, cache_k, cache_v, meta.block_table, meta.query_start,
+                                       meta.context_lens, meta.max_query_len, scale, window, softcap)
     if isinstance(batch, DecodeBatch):
         if cpu_decode_attention.applies(q, cache_k):  # the C++ paged kernel (kernels/), eager and compiled
             return cpu_decode_attention.decode_attention(q, cache_k, cache_v, batch.block_table, batch.seq_lens,
@@ -48,8 +65,8 @@ def attend(
         total = ctx + n
         lo = 0 if window is None else max(0, total - n - window + 1)
         first, table = batch.first_block[i], batch.block_tables[i]
-        k = _sequence_kv(cache_k, first, table, lo, total)
-        v = _sequence_kv(cache_v, first, table, lo, total)
+        k = _sequence_kv(cache_k, first, table, lo, total).to(q.dtype)
+        v = _sequence_kv(cache_v, first, table, lo, total).to(q.dtype)
         qi = q[start : start + n].transpose(0, 1).unsqueeze(0)  # [1, H, n, D]
         if n == 1:
             mask = None  # one query at the end: every kept key is visible
@@ -108,12 +125,12 @@ def _decode_attention(
         for i, (length, first) in enumerate(zip(seq_lens.tolist(), first_block.tolist(), strict=True)):
             lo = 0 if window is None else max(0, length - window)
             table = block_table[i].tolist() if first < 0 else []
-            k = _sequence_kv(cache_k, first, table, lo, length)
-            v = _sequence_kv(cache_v, first, table, lo, length)
+            k = _sequence_kv(cache_k, first, table, lo, length).to(q.dtype)
+            v = _sequence_kv(cache_v, first, table, lo, length).to(q.dtype)
             outputs.append(_attention(q[i : i + 1, :, None, :], k, v, None, scale, softcap)[:, :, 0, :])
         return torch.cat(outputs)
-    k = cache_k[block_table].view(seqs, num_blocks * size, *cache_k.shape[2:]).transpose(1, 2)  # [B, KVH, L, D]
-    v = cache_v[block_table].view(seqs, num_blocks * size, *cache_v.shape[2:]).transpose(1, 2)
+    k = cache_k[block_table].view(seqs, num_blocks * size, *cache_k.shape[2:]).transpose(1, 2).to(q.dtype)
+    v = cache_v[block_table].view(seqs, num_blocks * size, *cache_v.shape[2:]).transpose(1, 2).to(q.dtype)
     lens = seq_lens[:, None]
     pos = torch.arange(num_blocks * size, device=q.device)[None, :]
     mask = pos < lens

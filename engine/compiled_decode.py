@@ -89,7 +89,7 @@ class CompiledDecode:
         """Block until compiled (tests, benchmarks); False if it failed, timed out or was never started."""
         if self._thread is None:
             return False
-        self.ready.wait(timeout)
+        self._thread.join(timeout)  # the thread ends once compiled or failed
         return self.ready.is_set()
 
     def _warm(self) -> None:

@@ -20,6 +20,8 @@ class EngineConfig:
     `max_num_batched_tokens` None means 2048 on CPU and 8192 on GPU. `kv_cache_memory` (bytes)
     None means: on GPU, `gpu_memory_utilization` of the free memory after loading; on CPU, enough
     for `max_num_seqs` full-length sequences, capped at 25% of the machine's available memory.
+    `topology` is a YAML file (mistral.rs format) setting isq / device per layer (engine/topology.py).
+    `cuda_graphs` replays captured CUDA graphs for decode batches on GPU (engine/cuda_graphs.py).
     `tensor_parallel_size` > 1 splits the model over that many processes (engine/distributed/);
     `data_parallel_size` > 1 serves that many replicas behind one router (engine/data_parallel.py).
     """
@@ -39,8 +41,10 @@ class EngineConfig:
     num_threads: int | None = None
     warmup: bool = True
     isq: str | None = None
+    topology: str | None = None
     kv_cache_dtype: str = "auto"
     compile: bool = field(default_factory=lambda: os.environ.get("AGENT_RUNTIME_COMPILE", "1") != "0")
+    cuda_graphs: bool = True
     tensor_parallel_size: int = 1
     data_parallel_size: int = 1
 
@@ -60,12 +64,21 @@ class EngineConfig:
         positive("num_threads", allow_none=True)
         positive("tensor_parallel_size")
         positive("data_parallel_size")
-        if self.isq is not None and self.isq not in ("none", "int8", "int4"):
-            raise ValueError(f"invalid isq={self.isq!r}: expected none, int8 or int4")
-        if self.kv_cache_dtype not in ("auto", "f32", "bf16", "f16"):
-            raise ValueError(f"invalid kv_cache_dtype={self.kv_cache_dtype!r}: expected auto, f32, bf16 or f16")
+        if self.isq is not None and self.isq not in ("none", "int8", "int4", "fp8"):
+            raise ValueError(f"invalid isq={self.isq!r}: expected none, int8, int4 or fp8")
+        if self.kv_cache_dtype not in ("auto", "f32", "bf16", "f16", "fp8"):
+            raise ValueError(f"invalid kv_cache_dtype={self.kv_cache_dtype!r}: expected auto, f32, bf16, f16 or fp8")
+        if self.topology is not None:
+            self.load_topology()  # a bad file fails here, at the edge, naming the file and the entry
         if not 0 < self.gpu_memory_utilization <= 1:
             raise ValueError(f"invalid gpu_memory_utilization={self.gpu_memory_utilization!r}: must be in (0, 1]")
+
+
+    def load_topology(self):
+        """The parsed `topology` file (engine.topology.Topology), or None."""
+        from engine.topology import Topology
+
+        return None if self.topology is None else Topology.load(self.topology)
 
 
 def parse_memory(text: str) -> int:

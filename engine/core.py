@@ -17,7 +17,7 @@ from engine.kv_cache import KVCacheManager
 from engine.kv_tensors import resolve_kv_dtype
 from engine.loader import LoadedModel, load_model
 from engine.metrics import EngineMetrics
-from engine.model_runner import ModelRunner, plan_kv_blocks
+from engine.model_runner import GraphOptions, ModelRunner, plan_kv_blocks
 from engine.outputs import StreamChunk
 from engine.request import Request
 from engine.sampling_params import SamplingParams
@@ -57,6 +57,7 @@ class EngineCore:
                 allow_fallback=config.allow_fallback,
                 chat_template=config.chat_template,
                 isq=config.isq,
+                topology=config.load_topology(),
             )
         core = cls(loaded, config)
         if config.warmup:
@@ -90,13 +91,16 @@ class EngineCore:
             self.kv_manager,
         )
         self.runner = None  # drop the old KV tensors before allocating new ones
+        graphs = GraphOptions(self.config.max_num_seqs, self.max_model_len) if self.config.cuda_graphs else None
         self.runner = ModelRunner(self.loaded, self.num_blocks, self.config.block_size, self.config.kv_cache_dtype,
-                                  self.compiled)
+                                  self.compiled, graphs)
 
     def _compiled_decode(self) -> CompiledDecode | None:
         """The compiled decode step (CPU native models, unless turned off); `create` starts compiling it."""
         if not (self.config.compile and self.loaded.native and self.loaded.device.type == "cpu"):
             return None
+        if getattr(self.loaded.module, "layer_devices", None) is not None:
+            return None  # layers on several devices (a topology): the step hops devices eagerly
         kv_dtype = resolve_kv_dtype(self.config.kv_cache_dtype, self.loaded.dtype, self.loaded.device)
         return CompiledDecode(self.loaded.module, kv_dtype, self.config.block_size)
 

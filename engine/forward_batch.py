@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -19,6 +21,20 @@ class DecodeBatch:
     block_table: torch.Tensor  # [B, max_blocks] int64
     seq_lens: torch.Tensor  # [B] int64
     first_block: torch.Tensor  # [B] int64: the first block when a sequence's blocks are consecutive, else -1
+
+    def to(self, device: torch.device) -> DecodeBatch:
+        return DecodeBatch(*(t.to(device) for t in (self.slot_mapping, self.block_table, self.seq_lens,
+                                                     self.first_block)))
+
+
+@dataclass(frozen=True)
+class VarlenMeta:
+    """A prefill batch as the varlen attention kernel takes it (kernels/paged_prefill_attention.py)."""
+
+    block_table: torch.Tensor  # [B, max_blocks] int64, padded with block 0
+    query_start: torch.Tensor  # [B + 1] int64: sequence b's queries are rows query_start[b]:query_start[b+1]
+    context_lens: torch.Tensor  # [B] int64: positions cached before this chunk
+    max_query_len: int
 
 
 @dataclass
@@ -43,6 +59,23 @@ class ForwardBatch:
     sequence_ids: list[str]
     # First block of each sequence when its blocks are consecutive (read as a view, no gather), else -1.
     first_block: list[int]
+
+    @functools.cached_property
+    def varlen(self) -> VarlenMeta:
+        """Tensors of the varlen prefill kernel, built once per forward (every layer reuses them)."""
+        device = self.input_ids.device
+        starts = [0]
+        for n in self.query_lens:
+            starts.append(starts[-1] + n)
+        blocks = max(-(-(c + n) // self.block_size) for c, n in zip(self.context_lens, self.query_lens, strict=True))
+        return VarlenMeta(self.padded_block_table(blocks), torch.tensor(starts, dtype=torch.int64, device=device),
+                          torch.tensor(self.context_lens, dtype=torch.int64, device=device), max(self.query_lens))
+
+    def to(self, device: torch.device) -> ForwardBatch:
+        """This batch with its tensors on `device` (layers placed on another device by a topology)."""
+        return dataclasses.replace(self, input_ids=self.input_ids.to(device), positions=self.positions.to(device),
+                                   slot_mapping=self.slot_mapping.to(device),
+                                   logits_index=self.logits_index.to(device))
 
     @property
     def num_seqs(self) -> int:

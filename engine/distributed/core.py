@@ -39,7 +39,12 @@ def tensor_parallel_config(config: EngineConfig) -> EngineConfig:
             f"--tensor-parallel-size {config.tensor_parallel_size} splits dense weights, "
             f"but --isq {config.isq} quantizes them: pass --isq none"
         )
-    return dataclasses.replace(config, isq="none", compile=False)
+    if config.topology is not None:
+        raise TensorParallelError(
+            f"--tensor-parallel-size {config.tensor_parallel_size} places every layer on every rank; "
+            f"--topology {config.topology} places layers itself: use one or the other"
+        )
+    return dataclasses.replace(config, isq="none", compile=False, cuda_graphs=False)
 
 
 def threads_per_rank(config: EngineConfig) -> int:

@@ -19,6 +19,7 @@ from engine.loader.quantized import ISQ_MODES, QuantizedAssembly
 from engine.loader.source import ModelSource, resolve_model
 from engine.models import DecoderModel, native_builder
 from engine.tokenizer import Tokenizer
+from engine.topology import Topology
 
 log = logging.getLogger(__name__)
 
@@ -78,11 +79,14 @@ def load_model(
     allow_fallback: bool = True,
     chat_template: str | None = None,
     isq: str | None = None,
+    topology: Topology | None = None,
 ) -> LoadedModel:
     """Load `model` (path, GGUF file, hub id, or None for the embedded default).
 
-    `isq`: None keeps a GGUF's quantization and loads safetensors dense; "int8"/"int4" quantize the
-    projections at load; "none" loads everything dense (see engine/loader/quantized.py).
+    `isq`: None keeps a GGUF's quantization on the CPU (dequantized on a GPU) and loads safetensors
+    dense; "int8"/"int4"/"fp8" quantize the projections at load; "none" loads everything dense (see
+    engine/loader/quantized.py). `topology` sets the mode (and device) per layer or tensor
+    (engine/topology.py); layers it does not cover follow `isq`.
     """
     if isq is not None and isq not in ISQ_MODES:
         raise ValueError(f"invalid isq {isq!r}: expected one of {', '.join(ISQ_MODES)}")
@@ -90,12 +94,11 @@ def load_model(
     target = resolve_device(device)
     source = resolve_model(model)
     checkpoint = GgufCheckpoint(source.path) if source.kind == "gguf" else HfCheckpoint(source.path)
-    if isq in ("int8", "int4") and target.type != "cpu":
-        raise ValueError(f"isq={isq!r} runs on CPU only for now (PyTorch's weight-only CPU kernels); "
-                         f"on {target} use isq='none'")
-    # Off the CPU a GGUF is dequantized: the quantized modules' kernels are CPU kernels.
-    quantized = isq in ("int8", "int4") or (
-        isq is None and source.kind == "gguf" and checkpoint.quantized and target.type == "cpu")
+    # isq None keeps a quantized GGUF's codes on the CPU; on a GPU it is dequantized unless asked
+    # (--isq int4 keeps Q4 codes as they are; the Triton kernels are not measured against dense bf16 yet).
+    keeps_gguf = source.kind == "gguf" and checkpoint.quantized and target.type == "cpu"
+    default_mode = ("keep" if keeps_gguf else "none") if isq is None else isq
+    quantized = default_mode != "none" or (topology is not None and topology.quantizes)
     torch_dtype = resolve_dtype(dtype, target, quantized)
     config = checkpoint.config
     builder = native_builder(config)
@@ -117,7 +120,7 @@ def load_model(
         native = False
     else:
         module = _build_native(builder(config), checkpoint, source, torch_dtype, target,
-                               isq if quantized else "none")
+                               default_mode if quantized else "none", topology)
         native = True
     tokenizer = Tokenizer(checkpoint.load_tokenizer(), checkpoint.eos_token_ids(), chat_template)
     del checkpoint  # unmaps the file
@@ -130,13 +133,22 @@ def load_model(
 
 
 def _build_native(spec, checkpoint, source, dtype: torch.dtype, device: torch.device,
-                  isq: str | None) -> DecoderModel:
+                  mode: str, topology: Topology | None) -> DecoderModel:
     with torch.device("meta"):
         module = DecoderModel(spec)
+    if topology is not None:
+        try:
+            topology.check_layers(len(spec.layers))
+        except ValueError as exc:
+            raise ModelLoadError(str(exc)) from exc
     expected = module.checkpoint_names()
     # Quantized matrices are swapped for placeholders before memory is allocated: never a dense copy.
-    assembly = QuantizedAssembly(module, isq, dtype) if isq != "none" else None
-    module = module.to(dtype).to_empty(device=device)
+    devices = _layer_devices(topology, len(spec.layers), device)
+    quantizes = mode != "none" or (topology is not None and topology.quantizes)
+    assembly = QuantizedAssembly(module, None if mode == "keep" else mode, dtype, devices, topology) \
+        if quantizes else None
+    module = module.to(dtype)
+    _allocate(module, devices, device)
     if source.kind == "gguf":
         tensors = checkpoint.tensors(expected, assembly.wants if assembly is not None else None)
     else:
@@ -168,4 +180,49 @@ def _build_native(spec, checkpoint, source, dtype: torch.dtype, device: torch.de
         counts = Counter(assembly.kinds.values())
         log.info("quantized matrices: %s", ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())))
     module.init_buffers()
-    return module.to(device).eval()
+    if any(d != device for d in devices):
+        module.place_layers(devices)  # already there; records the placement for the forward pass
+        log.info("layers placed by the topology: %s", _describe_placement(devices))
+    return module.eval()
+
+
+def _allocate(module: DecoderModel, devices: list[torch.device], device: torch.device) -> None:
+    """Memory for the meta-device module: each layer on its own device, the rest on `device` (so an
+    offloaded layer never passes through the main device's memory)."""
+    for layer, layer_device in zip(module.model.layers, devices, strict=True):
+        layer.to_empty(device=layer_device)
+    for name, child in module.named_children():
+        if name == "model":
+            for inner_name, inner in child.named_children():
+                if inner_name != "layers":
+                    inner.to_empty(device=device)
+        else:
+            child.to_empty(device=device)
+
+def _layer_devices(topology: Topology | None, num_layers: int, default: torch.device) -> list[torch.device]:
+    """Each layer's device: the topology's where it sets one (checked to exist), else `default`."""
+    if topology is None:
+        return [default] * num_layers
+    devices = []
+    for index, name in enumerate(topology.devices(num_layers)):
+        if name is None:
+            devices.append(default)
+            continue
+        try:
+            devices.append(resolve_device(name))
+        except ValueError as exc:
+            raise ModelLoadError(f"{topology.source}: layer {index}: {exc}") from exc
+        if devices[-1].type == "cuda" and devices[-1].index >= torch.cuda.device_count():
+            raise ModelLoadError(f"{topology.source}: layer {index} asks for {name}, but this machine has "
+                                 f"{torch.cuda.device_count()} CUDA device(s)")
+    return devices
+
+
+def _describe_placement(devices: list[torch.device]) -> str:
+    runs: list[tuple[int, int, torch.device]] = []
+    for i, d in enumerate(devices):
+        if runs and runs[-1][2] == d:
+            runs[-1] = (runs[-1][0], i, d)
+        else:
+            runs.append((i, i, d))
+    return ", ".join(f"layers {a}-{b} on {d}" for a, b, d in runs)

@@ -10,10 +10,12 @@ import torch
 from torch import nn
 
 from engine.attention import attend, write_kv
-from engine.forward_batch import ForwardBatch
-from engine.kv_tensors import KVTensors
-from engine.models.layers import RMSNorm, RotaryTable, activation, apply_rotary
+from engine.forward_batch import DecodeBatch, ForwardBatch
+from engine.kv_tensors import KVTensors, compute_dtype
+from engine.models.layers import RMSNorm, RotaryTable, activation, apply_rotary, fused_activation
 from engine.models.spec import DecoderSpec, LayerSpec
+from kernels.act_and_mul import triton_act_and_mul
+from kernels.dispatch import use_triton
 
 # Checkpoint tensors that our fused parameters are stacked from: (suffix, fused name, shard index).
 _FUSED = (
@@ -63,9 +65,11 @@ class Attention(nn.Module):
             qk = apply_rotary(qkv[:, : h + kvh], cos, sin)
             q, k = qk[:, :h], qk[:, h:]
         v = qkv[:, h + kvh :]
-        kv_dtype = cache_k.dtype  # may be wider than the activations (f32 KV on CPU)
-        write_kv(cache_k, cache_v, k.to(kv_dtype), v.to(kv_dtype), batch)
-        out = attend(q.to(kv_dtype), cache_k, cache_v, batch, spec.scale, self.window, spec.attn_softcap)
+        # Attention computes in the cache's dtype (f32 KV on CPU is wider than bf16 activations), or the
+        # activations' for an fp8 cache; write_kv casts (and saturates for fp8).
+        dtype = compute_dtype(cache_k.dtype, x.dtype)
+        write_kv(cache_k, cache_v, k, v, batch)
+        out = attend(q.to(dtype), cache_k, cache_v, batch, spec.scale, self.window, spec.attn_softcap)
         return self.o_proj(out.reshape(tokens, -1).to(x.dtype))
 
 
@@ -77,9 +81,13 @@ class MLP(nn.Module):
         self.gate_up_proj = nn.Linear(spec.hidden_size, 2 * spec.intermediate_size, bias=spec.mlp_bias)
         self.down_proj = nn.Linear(spec.intermediate_size, spec.hidden_size, bias=spec.mlp_bias)
         self.act = activation(spec.activation)
+        self.fused_act = fused_activation(spec.activation)  # "" when kernels/act_and_mul.py lacks it
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+        gate_up = self.gate_up_proj(x)
+        if self.fused_act and use_triton(gate_up):
+            return self.down_proj(triton_act_and_mul(gate_up, self.fused_act))
+        gate, up = gate_up.chunk(2, dim=-1)
         return self.down_proj(self.act(gate) * up)
 
 
@@ -104,8 +112,8 @@ class DecoderLayer(nn.Module):
         if self.sandwich:
             x = x + self.post_attention_layernorm(h)
             return x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x)))
-        x = x + h
-        return x + self.mlp(self.post_attention_layernorm(x))
+        normed, x = self.post_attention_layernorm(h, residual=x)  # x + h, and its norm: one kernel on GPU
+        return x + self.mlp(normed)
 
 
 class _Backbone(nn.Module):
@@ -126,6 +134,17 @@ def run_layers(layers: nn.ModuleList, x, cos_sins, batch, keys, values) -> torch
     return x
 
 
+def _run_placed(layers: nn.ModuleList, devices: list[torch.device], x, cos_sins, batch, keys, values):
+    """run_layers over layers on several devices: x, the rotary rows and the batch's tensors move to each
+    layer's device (the batch once per device)."""
+    moved: dict[torch.device, ForwardBatch | DecodeBatch] = {x.device: batch}
+    for layer, device, cos_sin, cache_k, cache_v in zip(layers, devices, cos_sins, keys, values, strict=True):
+        if device not in moved:
+            moved[device] = batch.to(device)
+        x = layer(x.to(device), tuple(t.to(device) for t in cos_sin), moved[device], cache_k, cache_v)
+    return x
+
+
 class DecoderModel(nn.Module):
     """A decoder-only LM whose parameter names follow HF checkpoints (q/k/v and gate/up fused)."""
 
@@ -138,6 +157,15 @@ class DecoderModel(nn.Module):
         self.rotary = nn.ModuleDict(
             {name: RotaryTable(rope, spec.max_position_embeddings) for name, rope in spec.ropes.items()}
         )
+        # Set by `place_layers` when a topology puts layers on other devices than the rest of the model.
+        self.layer_devices: list[torch.device] | None = None
+
+    def place_layers(self, devices: list[torch.device]) -> None:
+        """Move layer i (its weights; its KV memory follows in KVTensors) to devices[i]."""
+        for layer, device in zip(self.model.layers, devices, strict=True):
+            layer.to(device)
+        home = self.model.norm.weight.device
+        self.layer_devices = None if all(d == home for d in devices) else list(devices)
 
     def init_buffers(self) -> None:
         """Compute what is not loaded from the checkpoint (rotary tables)."""
@@ -152,15 +180,26 @@ class DecoderModel(nn.Module):
         Layers see a decode batch as a tensor-only DecodeBatch; `layers_step` (same signature as
         `run_layers`) replaces the eager loop over the layers (the compiled step,
         engine/compiled_decode.py)."""
-        x = self.model.embed_tokens(batch.input_ids)
+        layer_batch = batch.decode_view() if batch.is_decode else batch
+        return self.logits(batch.input_ids, batch.positions, layer_batch, kv, batch.logits_index, layers_step)
+
+    @torch.inference_mode()
+    def logits(self, input_ids: torch.Tensor, positions: torch.Tensor, layer_batch: ForwardBatch | DecodeBatch,
+               kv: KVTensors, rows: torch.Tensor | None = None, layers_step: LayersStep | None = None) -> torch.Tensor:
+        """The forward on tensors only (what a CUDA graph captures for a decode batch): logits [R, vocab]
+        (fp32) for the token rows `rows`, or for every token when None."""
+        x = self.model.embed_tokens(input_ids)
         if self.spec.embed_scale is not None:
             x = x * torch.tensor(self.spec.embed_scale, dtype=x.dtype)
-        cos_sin = {name: table(batch.positions) for name, table in self.rotary.items()}
-        layer_batch = batch.decode_view() if batch.is_decode else batch
+        cos_sin = {name: table(positions) for name, table in self.rotary.items()}
         layers = self.model.layers
-        x = (layers_step or run_layers)(layers, x, [cos_sin[layer.rope] for layer in layers], layer_batch,
-                                        kv.keys, kv.values)
-        x = self.model.norm(x[batch.logits_index])
+        cos_sins = [cos_sin[layer.rope] for layer in layers]
+        if self.layer_devices is not None:  # layers spread over devices: one hop per device change
+            x = _run_placed(layers, self.layer_devices, x, cos_sins, layer_batch, kv.keys, kv.values)
+            x = x.to(self.model.norm.weight.device)
+        else:
+            x = (layers_step or run_layers)(layers, x, cos_sins, layer_batch, kv.keys, kv.values)
+        x = self.model.norm(x if rows is None else x[rows])
         logits = self.project(x).float()
         if self.spec.final_softcap is not None:
             cap = self.spec.final_softcap

@@ -7,6 +7,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.models.spec import RopeSpec
+from kernels import rotary
+from kernels.dispatch import use_triton
+from kernels.rms_norm import triton_rms_norm
 
 
 class RMSNorm(nn.Module):
@@ -18,7 +21,17 @@ class RMSNorm(nn.Module):
         self.eps = eps
         self.gemma = style == "gemma"
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None):
+        """norm(x); with `residual`, (norm(x + residual), x + residual): the residual add fused in (one
+        Triton kernel on GPU)."""
+        if use_triton(x):
+            return triton_rms_norm(x, self.weight, self.eps, self.gemma, residual)
+        if residual is not None:
+            x = residual + x
+            return self._norm(x), x
+        return self._norm(x)
+
+    def _norm(self, x: torch.Tensor) -> torch.Tensor:
         dtype = x.dtype
         h = x.float()
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
@@ -59,14 +72,24 @@ class RotaryTable(nn.Module):
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate x [T, heads, head_dim] by the per-token cos/sin [T, head_dim] (half-split layout;
     `sin` carries rotate_half's sign, see RotaryTable.build)."""
+    if use_triton(x):  # the per-token rows are the kernel's tables, row t for token t
+        return rotary.triton_apply_rotary(x, torch.arange(x.shape[0], device=x.device), cos, sin)
     return x * cos[:, None, :] + x.roll(x.shape[-1] // 2, dims=-1) * sin[:, None, :]
+
+
+def fused_activation(name: str) -> str:
+    """The kernels/act_and_mul.py name of a HF activation."""
+    return "silu" if name in ("silu", "swish") else "gelu_tanh" if name in _GELU_TANH else ""
+
+
+_GELU_TANH = ("gelu_pytorch_tanh", "gelu_tanh", "gelu_new")
 
 
 def activation(name: str):
     """The MLP activation named by a HF config."""
     if name in ("silu", "swish"):
         return F.silu
-    if name in ("gelu_pytorch_tanh", "gelu_tanh", "gelu_new"):
+    if name in _GELU_TANH:
         return lambda x: F.gelu(x, approximate="tanh")
     if name == "gelu":
         return F.gelu

@@ -16,11 +16,12 @@ import torch
 class GroupQuant:
     """w[o, i] = codes[o, i] * scale[o, i // group] + offset[o, i // group] (offset None means 0).
 
-    `codes` is uint8 for unsigned codes (0 .. 2**bits - 1) or int8 for signed ones; scale and
-    offset are float32. A per-channel layout is the case group == in_features.
+    `codes` is uint8 for unsigned codes (0 .. 2**bits - 1), int8 for signed ones, or float8_e4m3fn
+    (bits 8) for fp8 codes, which are floats themselves (see isq.quantize_fp8); scale and offset
+    are float32. A per-channel layout is the case group == in_features.
     """
 
-    codes: torch.Tensor  # [O, I] uint8 or int8
+    codes: torch.Tensor  # [O, I] uint8, int8 or float8_e4m3fn
     scale: torch.Tensor  # [O, I // group] float32
     offset: torch.Tensor | None  # [O, I // group] float32, or None
     group: int

@@ -1,4 +1,4 @@
-"""In-situ quantization: dense weights -> GroupQuant (int4 group-wise asymmetric, int8 per-channel symmetric)."""
+"""In-situ quantization: dense weights -> GroupQuant (int4 group-wise asymmetric, int8 and fp8 per-channel symmetric)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import torch
 from engine.quant.group_quant import GroupQuant
 
 INT4_GROUP = 32
+FP8_MAX = 448.0  # the largest finite float8_e4m3fn
 
 
 def quantize_int4(weight: torch.Tensor, group: int = INT4_GROUP) -> GroupQuant:
@@ -35,4 +36,23 @@ def quantize_int8(weight: torch.Tensor | GroupQuant, chunk_rows: int = 4096) -> 
         s = w.abs().amax(-1, keepdim=True) / 127
         scale[part] = s
         codes[part] = (w / torch.where(s > 0, s, torch.ones_like(s))).round_().clamp_(-127, 127).to(torch.int8)
+    return GroupQuant(codes, scale, None, cols, 8)
+
+
+def quantize_fp8(weight: torch.Tensor | GroupQuant, chunk_rows: int = 4096) -> GroupQuant:
+    """float8_e4m3fn codes with one scale per output row (scale = row amax / 448), as quantize_int8.
+
+    e4m3 keeps 3 mantissa bits: each weight is within 2**-4 of itself relatively, or within
+    2**-10 * scale absolutely for the smallest (subnormal) codes.
+    """
+    rows, cols = weight.shape
+    codes = torch.empty(rows, cols, dtype=torch.float8_e4m3fn)
+    scale = torch.empty(rows, 1, dtype=torch.float32)
+    for lo in range(0, rows, chunk_rows):
+        part = slice(lo, min(lo + chunk_rows, rows))
+        w = weight.rows(part).dequantize() if isinstance(weight, GroupQuant) else weight[part].detach().float()
+        s = w.abs().amax(-1, keepdim=True) / FP8_MAX
+        scale[part] = s
+        # Clamped: some torch versions turn values past 448 into NaN rather than saturating.
+        codes[part] = (w / torch.where(s > 0, s, torch.ones_like(s))).clamp_(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
     return GroupQuant(codes, scale, None, cols, 8)

@@ -188,8 +188,24 @@ def test_cli_accepts_isq_modes_and_refuses_int3(capsys):
     assert "invalid choice: 'int3'" in capsys.readouterr().err
 
 
-def test_isq_off_the_cpu_is_refused_naming_the_device():
-    from engine.loader import load_model
-
-    with pytest.raises(ValueError, match="isq='int8' runs on CPU only.*meta"):
-        load_model(None, isq="int8", device="meta")
+@pytest.mark.parametrize("isq, kind", [("int8", "TritonInt8Linear"), ("int4", "TritonInt4Linear"),
+                                       ("fp8", "TritonFp8Linear"), (None, "TritonInt4Linear")])
+def test_off_the_cpu_the_assembly_builds_triton_modules_and_keeps_the_embedding_dense(tmp_path, isq, kind):
+    """A GPU layer gets the Triton weight-only modules (engine/quant/triton_linear.py); checked here with
+    the meta device standing in for CUDA (the module types depend only on "not the CPU")."""
+    config = AutoConfig.from_pretrained(save_tiny_model("llama", tmp_path))
+    spec = native_builder(config)(config)
+    with torch.device("meta"):
+        model = DecoderModel(spec)
+    devices = [torch.device("meta")] * spec.num_layers
+    assembly = QuantizedAssembly(model, isq, torch.bfloat16, devices)
+    assert not assembly.wants("model.embed_tokens.weight")  # dense on a GPU
+    g = torch.Generator().manual_seed(3)
+    for name, rows in (("q", 64), ("k", 32), ("v", 32)):
+        w = torch.randn(rows, 64, generator=g)
+        assembly.add(f"model.layers.0.self_attn.{name}_proj.weight", quantize_int4(w) if isq is None else w)
+    module = model.get_submodule("model.layers.0.self_attn.qkv_proj")
+    assert type(module).__name__ == kind
+    assert assembly.kinds["model.layers.0.self_attn.qkv_proj"] == kind.removeprefix("Triton").removesuffix(
+        "Linear").lower()
+    assert next(module.buffers()).device.type == "meta"

@@ -54,8 +54,9 @@ def test_quantized_weights_run_in_bf16_with_a_float32_kv_cache(quantized):
     assert resolve_kv_dtype("auto", torch.bfloat16, cpu) == torch.float32
     assert resolve_kv_dtype("bf16", torch.float32, cpu) == torch.bfloat16
     assert resolve_kv_dtype("auto", torch.bfloat16, torch.device("cuda")) == torch.bfloat16
-    with pytest.raises(ValueError, match="invalid kv_cache_dtype 'fp8'"):
-        resolve_kv_dtype("fp8", torch.float32, cpu)
+    assert resolve_kv_dtype("fp8", torch.float32, cpu) == torch.float8_e4m3fn
+    with pytest.raises(ValueError, match="invalid kv_cache_dtype 'int4'"):
+        resolve_kv_dtype("int4", torch.float32, cpu)
 
 
 def test_isq_none_reference_is_dense(smollm):
