@@ -167,7 +167,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, multiple: bool = False)
                         help="fraction of free GPU memory for the KV cache (default 0.9)")
     engine.add_argument("--max-model-len", type=int, default=None, help="cap on context length (default: the model's)")
     engine.add_argument("--kv-cache-dtype", default="auto", choices=["auto", "f32", "bf16", "f16", "fp8"],
-                        help="KV cache dtype (auto: f32 on CPU, the model dtype on GPU; fp8: e4m3, half of bf16)")
+                        help="KV cache dtype (auto: the model dtype, but f32 for an f16 model on CPU; fp8: e4m3, "
+                             "half of bf16)")
     engine.add_argument("--no-compile", action="store_true",
                         help="run decode steps eagerly (default: torch.compile them in the background on CPU; "
                              "AGENT_RUNTIME_COMPILE=0 also turns it off)")

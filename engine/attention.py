@@ -12,10 +12,11 @@ import torch.nn.functional as F
 
 from engine.forward_batch import DecodeBatch, ForwardBatch
 from engine.kv_tensors import FP8, FP8_MAX
-from kernels import cpu_decode_attention, kv_cache_write
+from kernels import cpu_decode_attention
 from kernels.dispatch import use_triton
-from kernels.paged_decode_attention import paged_decode_attention
-from kernels.paged_prefill_attention import paged_prefill_attention
+
+# The Triton kernel modules are imported where used: they import triton (~90 MB resident), which a
+# CPU-only engine never needs.
 
 
 def write_kv(
@@ -24,6 +25,8 @@ def write_kv(
     """Store k, v [T, kv_heads, head_dim] in the flat cache slots of their tokens, cast to the cache's
     dtype (saturated to +-448 for an fp8 cache, where a plain cast of a larger value gives NaN)."""
     if use_triton(k):  # one fused kernel for keys and values
+        from kernels import kv_cache_write
+
         kv_cache_write.triton_write_kv(cache_k, cache_v, k, v, batch.slot_mapping)
         return
     for cache, x in ((cache_k, k), (cache_v, v)):
@@ -44,6 +47,9 @@ def attend(
 ) -> torch.Tensor:
     """Attention output [T, heads, head_dim] for queries q [T, heads, head_dim]."""
     if use_triton(q):  # the Triton kernels read the paged cache in place (GPU; tests force them on CPU)
+        from kernels.paged_decode_attention import paged_decode_attention
+        from kernels.paged_prefill_attention import paged_prefill_attention
+
         if isinstance(batch, DecodeBatch):
             return paged_decode_attention(q, cache_k, cache_v, batch.block_table, batch.seq_lens, scale,
                                           window, softcap)

@@ -12,19 +12,24 @@ FP8_MAX = 448.0  # the largest finite e4m3 value: stores saturate there (a plain
 
 
 def resolve_kv_dtype(name: str, model_dtype: torch.dtype, device: torch.device) -> torch.dtype:
-    """`auto`: the model's dtype on GPU; f32 on CPU, where half-precision attention over a few
-    queries is 2-4x slower than f32 (measured: one decode query, 200 keys, 52 vs 17 us per layer).
-    `fp8`: keys and values stored as float8 e4m3 (scale 1, saturating), half the bytes of bf16;
-    attention computes in the model's dtype."""
+    """`auto`: the model's dtype on GPU; on CPU bf16 for a bf16 model, else f32. (CPU attention computes
+    in f32 whatever the cache holds: the decode kernel widens bf16 keys as it reads them, so a bf16
+    cache halves the bytes a step streams at the same arithmetic; half-precision attention itself is
+    2-4x slower than f32 on CPU: one decode query, 200 keys, 52 vs 17 us per layer.)
+    `fp8`: keys and values stored as float8 e4m3 (scale 1, saturating), half the bytes of bf16."""
     if name == "auto":
-        return torch.float32 if device.type == "cpu" else model_dtype
+        if device.type == "cpu":
+            return torch.bfloat16 if model_dtype == torch.bfloat16 else torch.float32
+        return model_dtype
     if name not in _KV_DTYPES:
         raise ValueError(f"invalid kv_cache_dtype {name!r}: expected one of {', '.join(KV_CACHE_DTYPES)}")
     return _KV_DTYPES[name]
 
 
-def compute_dtype(kv_dtype: torch.dtype, model_dtype: torch.dtype) -> torch.dtype:
-    """The dtype attention computes in: the cache's, or the model's for an fp8 cache."""
+def compute_dtype(kv_dtype: torch.dtype, model_dtype: torch.dtype, device: torch.device) -> torch.dtype:
+    """The dtype attention computes in: f32 on CPU; on GPU the cache's, or the model's for an fp8 cache."""
+    if device.type == "cpu":
+        return torch.float32
     return model_dtype if kv_dtype == FP8 else kv_dtype
 
 

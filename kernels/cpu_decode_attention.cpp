@@ -2,21 +2,35 @@
 #include <ATen/Parallel.h>
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 // Decode attention over a paged KV cache, read in place (no gather, no per-sequence Python loop):
-// q [B, H, D] f32; caches [blocks, BS, KVH, D] f32; table [B, MB] int64; lens [B] int64.
+// q [B, H, D] f32; caches [blocks, BS, KVH, D] f32 or bf16 (widened to f32 as read: half the bytes
+// streamed, the same f32 arithmetic); table [B, MB] int64; lens [B] int64.
 // Sequence b attends to its positions max(0, lens[b] - window) .. lens[b] - 1 (window <= 0: all);
 // scores are tanh-capped when softcap > 0. One task per (sequence, chunk of 128 keys) over all heads,
 // so a task streams through its cache blocks in memory order (a token's KVH x D keys are contiguous);
 // the chunks' partial softmax states are merged at the end (flash-decoding), so a single long
 // sequence still uses every thread. The plain-torch reference and the dispatch are in
 // kernels/cpu_decode_attention.py.
-at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& kc, const at::Tensor& vc, const at::Tensor& table,
-                            const at::Tensor& lens, double scale, int64_t window, double softcap) {
-  TORCH_CHECK(q.scalar_type() == at::kFloat && kc.scalar_type() == at::kFloat && vc.scalar_type() == at::kFloat,
-              "decode_attention: float32 q and caches expected");
-  TORCH_CHECK(kc.is_contiguous() && vc.is_contiguous(), "decode_attention: contiguous caches expected");
+// A token's keys or values (n = KVH x D) as f32: f32 caches are used in place; a bf16 row is widened
+// once into `out` (a 16-bit shift per value, on the raw bits so the loop vectorizes).
+static inline const float* token_row(const float* row, int64_t, float*) { return row; }
+static inline const float* token_row(const at::BFloat16* row, int64_t n, float* out) {
+  const uint16_t* bits = reinterpret_cast<const uint16_t*>(row);
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t wide = static_cast<uint32_t>(bits[i]) << 16;
+    std::memcpy(out + i, &wide, sizeof(float));
+  }
+  return out;
+}
+
+template <typename cache_t>
+static at::Tensor decode_attention_impl(const at::Tensor& q, const at::Tensor& kc, const at::Tensor& vc,
+                                        const at::Tensor& table, const at::Tensor& lens, double scale,
+                                        int64_t window, double softcap) {
   TORCH_CHECK(table.scalar_type() == at::kLong && lens.scalar_type() == at::kLong,
               "decode_attention: int64 block table and lengths expected");
   auto qc = q.contiguous();
@@ -25,8 +39,8 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& kc, const at:
   const int64_t B = qc.size(0), H = qc.size(1), D = qc.size(2);
   const int64_t BS = kc.size(1), KVH = kc.size(2), G = H / KVH, MB = tc.size(1);
   const float* qp = qc.data_ptr<float>();
-  const float* kp = kc.data_ptr<float>();
-  const float* vp = vc.data_ptr<float>();
+  const cache_t* kp = kc.data_ptr<cache_t>();
+  const cache_t* vp = vc.data_ptr<cache_t>();
   const int64_t* tp = tc.data_ptr<int64_t>();
   const int64_t* lp = lc.data_ptr<int64_t>();
   int64_t longest = 1;
@@ -44,6 +58,7 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& kc, const at:
   // so a task streams through its blocks in memory order.
   at::parallel_for(0, B * C, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> scores(H * CHUNK);
+    std::vector<float> widened(KVH * D);  // one bf16 token row as f32 (read once, used by its G query heads)
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / C, c = task % C;
       const int64_t L = lp[b], lo = window > 0 ? std::max<int64_t>(0, L - window) : 0;
@@ -58,7 +73,7 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& kc, const at:
       }
       const float* qb = qp + b * H * D;
       for (int64_t t = from; t < to; ++t) {
-        const float* row = kp + (tp[b * MB + t / BS] * BS + t % BS) * KVH * D;
+        const float* row = token_row(kp + (tp[b * MB + t / BS] * BS + t % BS) * KVH * D, KVH * D, widened.data());
         for (int64_t hq = 0; hq < H; ++hq) {
           const float* k = row + (hq / G) * D;
           const float* qh = qb + hq * D;
@@ -78,7 +93,7 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& kc, const at:
         l[hq] = total;
       }
       for (int64_t t = from; t < to; ++t) {
-        const float* row = vp + (tp[b * MB + t / BS] * BS + t % BS) * KVH * D;
+        const float* row = token_row(vp + (tp[b * MB + t / BS] * BS + t % BS) * KVH * D, KVH * D, widened.data());
         for (int64_t hq = 0; hq < H; ++hq) {
           const float* v = row + (hq / G) * D;
           const float p = scores[hq * CHUNK + (t - from)];
@@ -111,6 +126,18 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& kc, const at:
     }
   });
   return out;
+}
+
+at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& kc, const at::Tensor& vc, const at::Tensor& table,
+                            const at::Tensor& lens, double scale, int64_t window, double softcap) {
+  TORCH_CHECK(q.scalar_type() == at::kFloat, "decode_attention: float32 queries expected");
+  TORCH_CHECK(kc.scalar_type() == vc.scalar_type() &&
+                  (kc.scalar_type() == at::kFloat || kc.scalar_type() == at::kBFloat16),
+              "decode_attention: float32 or bfloat16 caches expected");
+  TORCH_CHECK(kc.is_contiguous() && vc.is_contiguous(), "decode_attention: contiguous caches expected");
+  if (kc.scalar_type() == at::kBFloat16)
+    return decode_attention_impl<at::BFloat16>(q, kc, vc, table, lens, scale, window, softcap);
+  return decode_attention_impl<float>(q, kc, vc, table, lens, scale, window, softcap);
 }
 
 TORCH_LIBRARY(agent_runtime_cpu, m) {

@@ -50,8 +50,8 @@ def available() -> bool:
 
 
 def applies(q: torch.Tensor, cache_k: torch.Tensor) -> bool:
-    """Whether the dispatch uses the kernel: loaded, CPU, f32 queries and cache."""
-    return (available() and cache_k.device.type == "cpu" and cache_k.dtype == torch.float32
+    """Whether the dispatch uses the kernel: loaded, CPU, f32 queries, f32 or bf16 caches."""
+    return (available() and cache_k.device.type == "cpu" and cache_k.dtype in (torch.float32, torch.bfloat16)
             and q.dtype == torch.float32)
 
 

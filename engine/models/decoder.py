@@ -14,7 +14,6 @@ from engine.forward_batch import DecodeBatch, ForwardBatch
 from engine.kv_tensors import KVTensors, compute_dtype
 from engine.models.layers import RMSNorm, RotaryTable, activation, apply_rotary, fused_activation
 from engine.models.spec import DecoderSpec, LayerSpec
-from kernels.act_and_mul import triton_act_and_mul
 from kernels.dispatch import use_triton
 
 # Checkpoint tensors that our fused parameters are stacked from: (suffix, fused name, shard index).
@@ -65,9 +64,9 @@ class Attention(nn.Module):
             qk = apply_rotary(qkv[:, : h + kvh], cos, sin)
             q, k = qk[:, :h], qk[:, h:]
         v = qkv[:, h + kvh :]
-        # Attention computes in the cache's dtype (f32 KV on CPU is wider than bf16 activations), or the
-        # activations' for an fp8 cache; write_kv casts (and saturates for fp8).
-        dtype = compute_dtype(cache_k.dtype, x.dtype)
+        # Attention computes in f32 on CPU (wider than bf16 activations), else in the cache's dtype or, for
+        # an fp8 cache, the activations'; write_kv casts (and saturates for fp8).
+        dtype = compute_dtype(cache_k.dtype, x.dtype, x.device)
         write_kv(cache_k, cache_v, k, v, batch)
         out = attend(q.to(dtype), cache_k, cache_v, batch, spec.scale, self.window, spec.attn_softcap)
         return self.o_proj(out.reshape(tokens, -1).to(x.dtype))
@@ -86,6 +85,8 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate_up = self.gate_up_proj(x)
         if self.fused_act and use_triton(gate_up):
+            from kernels.act_and_mul import triton_act_and_mul  # imports triton: GPU only
+
             return self.down_proj(triton_act_and_mul(gate_up, self.fused_act))
         gate, up = gate_up.chunk(2, dim=-1)
         return self.down_proj(self.act(gate) * up)

@@ -7,9 +7,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.models.spec import RopeSpec
-from kernels import rotary
 from kernels.dispatch import use_triton
-from kernels.rms_norm import triton_rms_norm
+
+# Triton kernel modules are imported where used (they import triton, which CPU engines never need).
 
 
 class RMSNorm(nn.Module):
@@ -25,6 +25,8 @@ class RMSNorm(nn.Module):
         """norm(x); with `residual`, (norm(x + residual), x + residual): the residual add fused in (one
         Triton kernel on GPU)."""
         if use_triton(x):
+            from kernels.rms_norm import triton_rms_norm
+
             return triton_rms_norm(x, self.weight, self.eps, self.gemma, residual)
         if residual is not None:
             x = residual + x
@@ -73,6 +75,8 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     """Rotate x [T, heads, head_dim] by the per-token cos/sin [T, head_dim] (half-split layout;
     `sin` carries rotate_half's sign, see RotaryTable.build)."""
     if use_triton(x):  # the per-token rows are the kernel's tables, row t for token t
+        from kernels import rotary
+
         return rotary.triton_apply_rotary(x, torch.arange(x.shape[0], device=x.device), cos, sin)
     return x * cos[:, None, :] + x.roll(x.shape[-1] // 2, dims=-1) * sin[:, None, :]
 

@@ -6,9 +6,9 @@
   group of input columns (kernels/int4_matmul.py).
 
 Scales (and int4 offsets) are kept in the activation dtype, as the CPU modules of
-engine/quant/linear.py keep theirs. The kernel entry functions run the Triton kernel on CUDA
-tensors and their plain-torch reference elsewhere, so these modules also compute (slowly) on the
-CPU; `use_kernel = False` runs `reference` instead. `dequantize()` is the fp32 weight the module
+engine/quant/linear.py keep theirs. Off CUDA (kernels.dispatch.use_triton) and with
+`use_kernel = False` they run `reference` (dequantize, then matmul), so they also compute, slowly,
+on the CPU. `dequantize()` is the fp32 weight the module
 computes with.
 """
 
@@ -19,8 +19,9 @@ import torch
 from engine.quant.group_quant import GroupQuant
 from engine.quant.isq import quantize_fp8, quantize_int8
 from engine.quant.linear import QuantLinear
-from kernels.int4_matmul import dequantize_int4, int4_matmul, pack_int4
-from kernels.scaled_matmul import scaled_matmul
+from kernels.dispatch import use_triton
+
+# The kernel modules import triton (~90 MB resident): loaded on first use, never on a CPU-only path.
 
 GPU_MODES = ("int8", "int4", "fp8")
 
@@ -45,8 +46,10 @@ class _RowScaled(QuantLinear):
         self.register_buffer("scale", gq.scale[:, 0].to(dtype).contiguous())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.use_kernel:
+        if not (self.use_kernel and use_triton(x)):
             return self.reference(x)
+        from kernels.scaled_matmul import scaled_matmul
+
         flat = x.reshape(-1, self.in_features)
         bias = self.bias if self.bias is None or self.bias.dtype == x.dtype else self.bias.to(x.dtype)
         out = scaled_matmul(flat, self.codes, self.scale, bias)
@@ -79,18 +82,24 @@ class TritonInt4Linear(QuantLinear):
                              "kernel (want unsigned 4-bit codes and an even in_features)")
         super().__init__(*gq.shape, bias)
         self.group = gq.group
+        from kernels.int4_matmul import pack_int4
+
         offset = torch.zeros_like(gq.scale) if gq.offset is None else gq.offset
         self.register_buffer("packed", pack_int4(gq.codes))
         self.register_buffer("scale", gq.scale.to(dtype).contiguous())
         self.register_buffer("offset", offset.to(dtype).contiguous())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.use_kernel:
+        if not (self.use_kernel and use_triton(x)):
             return self.reference(x)
+        from kernels.int4_matmul import int4_matmul
+
         out = int4_matmul(x.reshape(-1, self.in_features), self.packed, self.scale, self.offset, self.group)
         return self._finish(out, x)
 
     def dequantize(self) -> torch.Tensor:
+        from kernels.int4_matmul import dequantize_int4
+
         return dequantize_int4(self.packed, self.scale, self.offset, self.group)
 
 

@@ -41,6 +41,19 @@ def test_kernel_equals_reference(lengths, heads, kv_heads, window, softcap):
     torch.testing.assert_close(got, expected, rtol=2e-5, atol=2e-5)
 
 
+@pytest.mark.parametrize("lengths", [[1], [17, 33], [5, 300, 2]])
+@pytest.mark.parametrize("window, softcap", [(None, None), (20, 5.0)])
+def test_kernel_reads_bf16_caches_as_exactly_widened_f32(lengths, window, softcap):
+    """A bf16 cache is widened to f32 as read: the result equals the f32 kernel on the widened cache."""
+    q, k, v, table, lens = _case(lengths, 9, 3)
+    k16, v16 = k.bfloat16(), v.bfloat16()
+    expected = kernel.decode_attention(q, k16.float(), v16.float(), table, lens, 0.125, window, softcap)
+    got = kernel.decode_attention(q, k16, v16, table, lens, 0.125, window, softcap)
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
+    reference = kernel.reference_decode_attention(q, k16.float(), v16.float(), table, lens, 0.125, window, softcap)
+    torch.testing.assert_close(got, reference, rtol=2e-5, atol=2e-5)
+
+
 def test_kernel_equals_the_engine_torch_path():
     from engine.attention import _decode_attention
 
@@ -58,10 +71,12 @@ def test_kernel_under_torch_compile_equals_eager():
                                kernel.decode_attention(q, k, v, table, lens, 0.3, 16, None))
 
 
-def test_kernel_applies_only_to_f32_cpu_inputs():
+def test_kernel_applies_to_f32_queries_over_f32_or_bf16_cpu_caches():
     q, k, _, _, _ = _case([3], 4, 2)
     assert kernel.applies(q, k)
+    assert kernel.applies(q, k.bfloat16())
     assert not kernel.applies(q.bfloat16(), k.bfloat16())
+    assert not kernel.applies(q, k.half())
 
 
 def test_bad_inputs_are_refused_with_a_message():

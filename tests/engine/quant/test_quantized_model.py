@@ -14,7 +14,7 @@ from torch import nn
 
 from agent_runtime.bench import PARAGRAPH
 from engine import LLM, SamplingParams
-from engine.kv_tensors import resolve_kv_dtype
+from engine.kv_tensors import compute_dtype, resolve_kv_dtype
 from engine.loader.conversion_cache import ConversionCache
 from engine.loader.gguf_checkpoint import GgufCheckpoint
 from engine.loader.gguf_index import GgufIndex
@@ -46,14 +46,19 @@ def test_q4_1_matrices_are_int4_and_the_q8_0_embedding_int8(quantized):
     assert all(n.startswith("rotary.") for n in dense_matrices), dense_matrices  # cos/sin tables only
 
 
-def test_quantized_weights_run_in_bf16_with_a_float32_kv_cache(quantized):
+def test_quantized_weights_run_in_bf16_with_a_bf16_kv_cache_and_f32_attention(quantized):
     bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()  # auto: bf16 for quantized weights where the CPU has it
     assert quantized.loaded.dtype == (torch.bfloat16 if bf16 else torch.float32)
-    assert quantized.core.runner.kv.keys[0].dtype == torch.float32  # auto = f32 on CPU
+    # auto KV = the model's dtype on CPU when bf16 (halves the bytes a decode step streams), else f32;
+    # attention computes in f32 either way (the C++ kernel widens bf16 keys as it reads them).
+    assert quantized.core.runner.kv.keys[0].dtype == quantized.loaded.dtype
     cpu = torch.device("cpu")
-    assert resolve_kv_dtype("auto", torch.bfloat16, cpu) == torch.float32
+    assert resolve_kv_dtype("auto", torch.bfloat16, cpu) == torch.bfloat16
+    assert resolve_kv_dtype("auto", torch.float32, cpu) == torch.float32
     assert resolve_kv_dtype("bf16", torch.float32, cpu) == torch.bfloat16
     assert resolve_kv_dtype("auto", torch.bfloat16, torch.device("cuda")) == torch.bfloat16
+    assert compute_dtype(torch.bfloat16, torch.bfloat16, cpu) == torch.float32
+    assert compute_dtype(torch.float8_e4m3fn, torch.bfloat16, torch.device("cuda")) == torch.bfloat16
     assert resolve_kv_dtype("fp8", torch.float32, cpu) == torch.float8_e4m3fn
     with pytest.raises(ValueError, match="invalid kv_cache_dtype 'int4'"):
         resolve_kv_dtype("int4", torch.float32, cpu)
