@@ -17,8 +17,11 @@ reference; `compile=False` (`--no-compile`) keeps it alone. CPU only for now (GP
 from __future__ import annotations
 
 import atexit
+import gc
+import importlib
 import itertools
 import logging
+import sys
 import threading
 import time
 import types
@@ -27,6 +30,7 @@ import weakref
 import torch
 
 from engine.forward_batch import DecodeBatch
+from engine.heap import release_freed_heap
 from engine.models.decoder import run_layers
 from engine.omp_pool import release_omp_pool
 from kernels import cpu_decode_attention
@@ -59,6 +63,26 @@ def _stop_all() -> None:
         compiled.stop()
 
 
+def _import_compiler_without_triton() -> None:
+    """Load torch's compile stack with triton hidden, on a machine without CUDA.
+
+    Dynamo and inductor import triton at import time whenever it is installed (it is in the test
+    environment, and on GPU machines), which costs ~85 MB resident here and buys nothing: inductor's
+    CPU backend is C++. Inside this window `import triton` fails, so the compiler records triton as
+    absent; afterwards our own Triton kernels (tests run them in the interpreter) import it as usual.
+    Skipped when CUDA is present, or when the compiler or triton is already loaded.
+    """
+    if torch.cuda.is_available() or "torch._dynamo" in sys.modules or "triton" in sys.modules:
+        return
+    sys.modules["triton"] = None  # type: ignore[assignment]  # makes `import triton` raise ImportError
+    try:
+        for module in ("torch._dynamo", "torch._inductor.codecache", "torch._inductor.codegen.cpp",
+                       "torch._inductor.compile_fx", "torch._inductor.graph", "torch._inductor.scheduler"):
+            importlib.import_module(module)
+    finally:
+        del sys.modules["triton"]
+
+
 class CompiledDecode:
     """The compiled layers step for decode batches of one DecoderModel; usable once `ready`."""
 
@@ -68,6 +92,7 @@ class CompiledDecode:
         self.block_size = block_size
         # A code object of its own: dynamo caches compiled variants per code object (8 at most), so
         # engines in one process (replicas, several models) would otherwise share, and exhaust, one cache.
+        _import_compiler_without_triton()
         code = run_layers.__code__.replace(co_name=f"run_layers_{next(_IDS)}")
         own = types.FunctionType(code, run_layers.__globals__, code.co_name)
         self.step = torch.compile(own, dynamic=True, fullgraph=True, options=_OPTIONS)
@@ -120,6 +145,8 @@ class CompiledDecode:
             log.warning("torch.compile of the decode step failed, staying eager: %r", exc)
         finally:
             release_omp_pool()  # this thread's OpenMP pool must not compete with the engine thread's
+            gc.collect()
+            release_freed_heap()  # the compiler's temporaries: ~15 MB resident back
 
     def _run_synthetic(self, batch_size: int, blocks: int) -> None:
         """One compiled call per variant, on scratch KV memory (never the engine's)."""

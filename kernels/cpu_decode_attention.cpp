@@ -48,12 +48,12 @@ static at::Tensor decode_attention_impl(const at::Tensor& q, const at::Tensor& k
   // Split each sequence's keys into chunks (flash-decoding): tasks = (sequence, KV head, chunk), so one
   // long sequence still keeps every thread busy; partial softmax states are merged at the end.
   const int64_t CHUNK = 128, C = (longest + CHUNK - 1) / CHUNK;
-  auto part_m = at::empty({B, C, H}, qc.options());
-  auto part_l = at::empty({B, C, H}, qc.options());
-  auto part_acc = at::empty({B, C, H, D}, qc.options());
-  float* pm = part_m.data_ptr<float>();
-  float* pl = part_l.data_ptr<float>();
-  float* pa = part_acc.data_ptr<float>();
+  // Partial states live in a buffer the calling thread keeps between calls (30 calls a decode step).
+  thread_local std::vector<float> partials;
+  partials.resize(static_cast<size_t>(B * C * H * (2 + D)));
+  float* pm = partials.data();
+  float* pl = pm + B * C * H;
+  float* pa = pl + B * C * H;
   // One task per (sequence, chunk of keys), all heads: a token's keys (KVH x D floats) are contiguous,
   // so a task streams through its blocks in memory order.
   at::parallel_for(0, B * C, 1, [&](int64_t begin, int64_t end) {
@@ -106,7 +106,9 @@ static at::Tensor decode_attention_impl(const at::Tensor& q, const at::Tensor& k
   });
   auto out = at::empty_like(qc);
   float* op = out.data_ptr<float>();
-  at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
+  // The merge is small (C x D per row): below ~16k multiply-adds it runs on the calling thread.
+  const int64_t merge_grain = std::max<int64_t>(1, 16384 / (C * D));
+  at::parallel_for(0, B * H, merge_grain, [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
       const int64_t b = row / H, hq = row % H;
       float top = -INFINITY;

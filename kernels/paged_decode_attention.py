@@ -27,6 +27,7 @@ import triton
 import triton.language as tl
 
 from kernels.dispatch import interpreting, use_triton
+from kernels.paged_kv import load_kv_tile, tanh
 
 PARTITION_SIZE = 512  # key positions per program: long contexts are split over programs (flash-decoding)
 
@@ -141,18 +142,13 @@ def _partition_kernel(
     for tile in range(start, end, BLOCK_N):
         pos = tile + offs
         visible = (pos >= lo) & (pos < end)
-        block = tl.load(table + pos // BLOCK_SIZE, mask=visible, other=0).to(tl.int64)
-        slot = pos % BLOCK_SIZE
-        kv_mask = visible[:, None] & dim_ok[None, :]
-        k = tl.load(k_ptr + block[:, None] * stride_kb + slot[:, None] * stride_kp + kv_head * stride_kh
-                    + dims[None, :], mask=kv_mask, other=0.0)
-        v = tl.load(v_ptr + block[:, None] * stride_vb + slot[:, None] * stride_vp + kv_head * stride_vh
-                    + dims[None, :], mask=kv_mask, other=0.0)
+        k, v = load_kv_tile(k_ptr, v_ptr, table, pos, visible, dims, dim_ok, kv_head, stride_kb, stride_kp,
+                            stride_kh, stride_vb, stride_vp, stride_vh, BLOCK_SIZE)
         k = k.to(q.dtype)
         v = v.to(q.dtype)
         scores = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
         if USE_SOFTCAP:
-            scores = softcap * _tanh(scores / softcap)
+            scores = softcap * tanh(scores / softcap)
         scores = tl.where(visible[None, :], scores * 1.4426950408889634, float("-inf"))  # log2(e): exp2 below
         # Every tile holds a visible position, so the row max is finite.
         m_new = tl.maximum(m_i, tl.max(scores, 1))
@@ -207,8 +203,3 @@ def _merge_kernel(
     result = acc * (v_scale / tl.where(total > 0, total, 1.0))
     tl.store(out_ptr + seq * stride_ob + head * stride_oh + dims, result.to(out_ptr.dtype.element_ty), mask=dim_ok)
 
-
-@triton.jit
-def _tanh(x):
-    """tanh from exp (tl has no tanh off CUDA's libdevice): exact to fp32 rounding, saturates at +-1."""
-    return 1.0 - 2.0 / (tl.exp(2.0 * x) + 1.0)

@@ -25,6 +25,7 @@ import triton
 import triton.language as tl
 
 from kernels.dispatch import interpreting, use_triton
+from kernels.paged_kv import load_kv_tile, tanh
 
 BLOCK_M = 64  # rows (query x group) per program
 
@@ -134,18 +135,13 @@ def _prefill_kernel(
     for tile in range((lo // BLOCK_N) * BLOCK_N, end, BLOCK_N):
         pos = tile + offs
         key_ok = (pos >= lo) & (pos < end)
-        block = tl.load(table + pos // BLOCK_SIZE, mask=key_ok, other=0).to(tl.int64)
-        slot = pos % BLOCK_SIZE
-        kv_mask = key_ok[:, None] & dim_ok[None, :]
-        k = tl.load(k_ptr + block[:, None] * stride_kb + slot[:, None] * stride_kp + kv_head * stride_kh
-                    + dims[None, :], mask=kv_mask, other=0.0)
-        v = tl.load(v_ptr + block[:, None] * stride_vb + slot[:, None] * stride_vp + kv_head * stride_vh
-                    + dims[None, :], mask=kv_mask, other=0.0)
+        k, v = load_kv_tile(k_ptr, v_ptr, table, pos, key_ok, dims, dim_ok, kv_head, stride_kb, stride_kp,
+                            stride_kh, stride_vb, stride_vp, stride_vh, BLOCK_SIZE)
         k = k.to(q.dtype)
         v = v.to(q.dtype)
         scores = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
         if USE_SOFTCAP:
-            scores = softcap * _tanh(scores / softcap)
+            scores = softcap * tanh(scores / softcap)
         visible = pos[None, :] <= q_pos[:, None]
         if USE_WINDOW:
             visible = visible & (pos[None, :] > q_pos[:, None] - window)
@@ -163,8 +159,3 @@ def _prefill_kernel(
     tl.store(out_ptr + (first_token + query)[:, None] * stride_ot + heads[:, None] * stride_oh + dims[None, :],
              result.to(out_ptr.dtype.element_ty), mask=io_mask)
 
-
-@triton.jit
-def _tanh(x):
-    """tanh from exp (tl has no tanh off CUDA's libdevice): exact to fp32 rounding, saturates at +-1."""
-    return 1.0 - 2.0 / (tl.exp(2.0 * x) + 1.0)

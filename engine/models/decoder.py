@@ -120,7 +120,10 @@ class DecoderLayer(nn.Module):
 class _Backbone(nn.Module):
     def __init__(self, spec: DecoderSpec) -> None:
         super().__init__()
-        self.embed_tokens = nn.Embedding(spec.vocab_size, spec.hidden_size)
+        # Uninitialised (weights come from the checkpoint): nn.Embedding's own init goes through torch._refs,
+        # which imports torch._dynamo (and with it triton, ~150 MB resident) even on the meta device.
+        self.embed_tokens = nn.Embedding(spec.vocab_size, spec.hidden_size,
+                                         _weight=torch.empty(spec.vocab_size, spec.hidden_size))
         self.layers = nn.ModuleList(DecoderLayer(spec, layer) for layer in spec.layers)
         self.norm = RMSNorm(spec.hidden_size, spec.rms_norm_eps, spec.norm_style)
 

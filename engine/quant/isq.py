@@ -27,32 +27,29 @@ def quantize_int8(weight: torch.Tensor | GroupQuant, chunk_rows: int = 4096) -> 
     Takes dense weights or another GroupQuant (re-quantized); works through `chunk_rows` rows at a
     time so a large embedding never exists as a whole float32 copy.
     """
-    rows, cols = weight.shape
-    codes = torch.empty(rows, cols, dtype=torch.int8)
-    scale = torch.empty(rows, 1, dtype=torch.float32)
-    for lo in range(0, rows, chunk_rows):
-        part = slice(lo, min(lo + chunk_rows, rows))
-        w = weight.rows(part).dequantize() if isinstance(weight, GroupQuant) else weight[part].detach().float()
-        s = w.abs().amax(-1, keepdim=True) / 127
-        scale[part] = s
-        codes[part] = (w / torch.where(s > 0, s, torch.ones_like(s))).round_().clamp_(-127, 127).to(torch.int8)
-    return GroupQuant(codes, scale, None, cols, 8)
+    return _per_row(weight, chunk_rows, torch.int8, 127.0, lambda x: x.round_().clamp_(-127, 127))
 
 
 def quantize_fp8(weight: torch.Tensor | GroupQuant, chunk_rows: int = 4096) -> GroupQuant:
     """float8_e4m3fn codes with one scale per output row (scale = row amax / 448), as quantize_int8.
 
     e4m3 keeps 3 mantissa bits: each weight is within 2**-4 of itself relatively, or within
-    2**-10 * scale absolutely for the smallest (subnormal) codes.
+    2**-10 * scale absolutely for the smallest (subnormal) codes. Clamped before the cast: some torch
+    versions turn values past 448 into NaN rather than saturating.
     """
+    return _per_row(weight, chunk_rows, torch.float8_e4m3fn, FP8_MAX, lambda x: x.clamp_(-FP8_MAX, FP8_MAX))
+
+
+def _per_row(weight: torch.Tensor | GroupQuant, chunk_rows: int, dtype: torch.dtype, top: float,
+             to_code) -> GroupQuant:
+    """Codes of `dtype` with scale = row amax / top, chunk by chunk; `to_code` rounds/clamps w / scale."""
     rows, cols = weight.shape
-    codes = torch.empty(rows, cols, dtype=torch.float8_e4m3fn)
+    codes = torch.empty(rows, cols, dtype=dtype)
     scale = torch.empty(rows, 1, dtype=torch.float32)
     for lo in range(0, rows, chunk_rows):
         part = slice(lo, min(lo + chunk_rows, rows))
         w = weight.rows(part).dequantize() if isinstance(weight, GroupQuant) else weight[part].detach().float()
-        s = w.abs().amax(-1, keepdim=True) / FP8_MAX
+        s = w.abs().amax(-1, keepdim=True) / top
         scale[part] = s
-        # Clamped: some torch versions turn values past 448 into NaN rather than saturating.
-        codes[part] = (w / torch.where(s > 0, s, torch.ones_like(s))).clamp_(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
+        codes[part] = to_code(w / torch.where(s > 0, s, torch.ones_like(s))).to(dtype)
     return GroupQuant(codes, scale, None, cols, 8)

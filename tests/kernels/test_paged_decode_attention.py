@@ -9,27 +9,17 @@ from __future__ import annotations
 
 import pytest
 import torch
+from paged_cases import TOL, paged_caches
 
 from kernels import cpu_decode_attention, dispatch
 from kernels.paged_decode_attention import paged_decode_attention, reference_paged_decode_attention
-
-BLOCK = 16
-UNUSED = 10**6  # padded block-table entries: reading one would fault, so the kernel must never load them
-TOL = {torch.float32: 2e-5, torch.bfloat16: 2e-2, torch.float16: 2e-2}
 
 
 def _case(lengths, heads, kv_heads, dim=64, dtype=torch.float32, cache_dtype=None, seed=0, device="cpu"):
     """q, caches, a shuffled block table (entries past each length set to UNUSED), lengths."""
     gen = torch.Generator().manual_seed(seed)
-    seqs = len(lengths)
-    blocks = max(1, max(-(-n // BLOCK) for n in lengths))
-    pool = seqs * blocks + 3
-    cache_k = torch.randn(pool, BLOCK, kv_heads, dim, generator=gen).to(cache_dtype or dtype)
-    cache_v = torch.randn(pool, BLOCK, kv_heads, dim, generator=gen).to(cache_dtype or dtype)
-    table = torch.randperm(pool, generator=gen)[: seqs * blocks].view(seqs, blocks).to(torch.int32)
-    for row, n in enumerate(lengths):
-        table[row, -(-n // BLOCK):] = UNUSED
-    q = torch.randn(seqs, heads, dim, generator=gen).to(dtype)
+    cache_k, cache_v, table = paged_caches(lengths, kv_heads, dim, cache_dtype or dtype, gen)
+    q = torch.randn(len(lengths), heads, dim, generator=gen).to(dtype)
     tensors = q, cache_k, cache_v, table, torch.tensor(lengths)
     return tuple(t.to(device) for t in tensors)
 

@@ -10,14 +10,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from paged_cases import BLOCK, TOL, paged_caches
 
 from kernels import dispatch
 from kernels.paged_decode_attention import reference_paged_decode_attention
 from kernels.paged_prefill_attention import paged_prefill_attention, reference_paged_prefill_attention
-
-BLOCK = 16
-UNUSED = 10**6  # padded block-table entries: reading one would fault, so the kernel must never load them
-TOL = {torch.float32: 2e-5, torch.bfloat16: 2e-2, torch.float16: 2e-2}
 
 
 def _case(query_lens, context_lens, heads, kv_heads, dim=64, dtype=torch.float32, cache_dtype=None, seed=0,
@@ -25,15 +22,8 @@ def _case(query_lens, context_lens, heads, kv_heads, dim=64, dtype=torch.float32
     """q [T, H, D], caches, a shuffled block table (entries past each sequence set to UNUSED),
     query_start, context_lens, max_query_len."""
     gen = torch.Generator().manual_seed(seed)
-    seqs = len(query_lens)
     totals = [n + c for n, c in zip(query_lens, context_lens, strict=True)]
-    blocks = max(1, max(-(-n // BLOCK) for n in totals))
-    pool = seqs * blocks + 3
-    cache_k = torch.randn(pool, BLOCK, kv_heads, dim, generator=gen).to(cache_dtype or dtype)
-    cache_v = torch.randn(pool, BLOCK, kv_heads, dim, generator=gen).to(cache_dtype or dtype)
-    table = torch.randperm(pool, generator=gen)[: seqs * blocks].view(seqs, blocks).to(torch.int32)
-    for row, n in enumerate(totals):
-        table[row, -(-n // BLOCK):] = UNUSED
+    cache_k, cache_v, table = paged_caches(totals, kv_heads, dim, cache_dtype or dtype, gen)
     q = torch.randn(sum(query_lens), heads, dim, generator=gen).to(dtype)
     starts = torch.tensor([0, *query_lens]).cumsum(0)
     tensors = q, cache_k, cache_v, table, starts, torch.tensor(context_lens)
