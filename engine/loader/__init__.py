@@ -143,9 +143,11 @@ def _build_native(spec, checkpoint, source, dtype: torch.dtype, device: torch.de
             raise ModelLoadError(str(exc)) from exc
     expected = module.checkpoint_names()
     # Quantized matrices are swapped for placeholders before memory is allocated: never a dense copy.
+    if device.type == "cuda" and device.index is None:  # "cuda" and a topology's "cuda:0" are one device
+        device = torch.device("cuda", torch.cuda.current_device())
     devices = _layer_devices(topology, len(spec.layers), device)
     quantizes = mode != "none" or (topology is not None and topology.quantizes)
-    assembly = QuantizedAssembly(module, None if mode == "keep" else mode, dtype, devices, topology) \
+    assembly = QuantizedAssembly(module, None if mode == "keep" else mode, dtype, device, devices, topology) \
         if quantizes else None
     module = module.to(dtype)
     _allocate(module, devices, device)

@@ -47,11 +47,12 @@ class QuantizedAssembly:
     """Collects checkpoint tensors of the quantized matrices and swaps finished modules into the model."""
 
     def __init__(self, model: nn.Module, mode: str | None, dtype: torch.dtype,
-                 layer_devices: list[torch.device] | None = None, topology: Topology | None = None) -> None:
+                 device: torch.device | None = None, layer_devices: list[torch.device] | None = None,
+                 topology: Topology | None = None) -> None:
         self.model = model
         self.dtype = dtype
-        self.layer_devices = layer_devices
-        self.device = layer_devices[0] if layer_devices else torch.device("cpu")  # embedding and LM head
+        self.device = device or torch.device("cpu")  # the model's: embedding and LM head
+        self.layer_devices = layer_devices  # layer i's matrices live on layer_devices[i] (None: `device`)
         default = KEEP if mode is None else mode
         self._owner: dict[str, str] = {}  # checkpoint name -> module path
         self._parts: dict[str, list[str]] = {}  # module path -> its checkpoint names in row order

@@ -197,8 +197,8 @@ def test_off_the_cpu_the_assembly_builds_triton_modules_and_keeps_the_embedding_
     spec = native_builder(config)(config)
     with torch.device("meta"):
         model = DecoderModel(spec)
-    devices = [torch.device("meta")] * spec.num_layers
-    assembly = QuantizedAssembly(model, isq, torch.bfloat16, devices)
+    meta = torch.device("meta")
+    assembly = QuantizedAssembly(model, isq, torch.bfloat16, meta, [meta] * spec.num_layers)
     assert not assembly.wants("model.embed_tokens.weight")  # dense on a GPU
     g = torch.Generator().manual_seed(3)
     for name, rows in (("q", 64), ("k", 32), ("v", 32)):
