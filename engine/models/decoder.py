@@ -24,6 +24,8 @@ _FUSED = (
     ("mlp.gate_proj", "mlp.gate_up_proj", 0),
     ("mlp.up_proj", "mlp.gate_up_proj", 1),
 )
+# Top logits recomputed in fp32 when activations are half precision (DecoderModel._refine_top).
+REFINED_TOP = 8
 # Buffers some checkpoints carry that we recompute.
 _IGNORED = re.compile(r"rotary_emb\.inv_freq$")
 
@@ -205,6 +207,8 @@ class DecoderModel(nn.Module):
             x = (layers_step or run_layers)(layers, x, cos_sins, layer_batch, kv.keys, kv.values)
         x = self.model.norm(x if rows is None else x[rows])
         logits = self.project(x).float()
+        if x.dtype != torch.float32:
+            self._refine_top(x, logits)
         if self.spec.final_softcap is not None:
             cap = self.spec.final_softcap
             logits = torch.tanh(logits / cap) * cap
@@ -217,6 +221,30 @@ class DecoderModel(nn.Module):
         embed = self.model.embed_tokens
         project = getattr(embed, "project", None)
         return project(x) if project is not None else torch.nn.functional.linear(x, embed.weight)
+
+    def _refine_top(self, x: torch.Tensor, logits: torch.Tensor, k: int = REFINED_TOP) -> None:
+        """Recompute each row's top-k logits in fp32, in place.
+
+        Half-precision logits are rounded to a few bits (bf16: steps of 0.125 around 20), so near-ties
+        at the top become exact ties broken by token id: on the embedded model the chat answer to
+        "What is the capital of France?" flipped from "The" (fp32 margin 0.08) to "L". The head's rows
+        for the k best candidates are read again (dequantized) and dotted with x in fp32.
+        """
+        rows = self._head_rows()
+        if rows is None or logits.shape[-1] < k:
+            return
+        top = logits.topk(k, dim=-1).indices  # [R, k]
+        exact = torch.einsum("rh,rkh->rk", x.float(), rows(top))
+        logits.scatter_(1, top, exact)
+
+    def _head_rows(self):
+        """index [R, k] -> the head's fp32 weight rows [R, k, hidden], or None for a head without one."""
+        head = self.model.embed_tokens if self.spec.tie_word_embeddings else self.lm_head
+        rows = getattr(head, "weight_rows", None)
+        if rows is not None:
+            return rows
+        weight = getattr(head, "weight", None)
+        return None if weight is None else (lambda index: weight[index].float())
 
     # --- checkpoint mapping -------------------------------------------------------------------
 

@@ -30,5 +30,9 @@ class Int8Embedding(nn.Module):
         scale = self.scale if self.scale.dtype == x.dtype else self.scale.to(x.dtype)
         return torch.ops.aten._weight_int8pack_mm(x.contiguous(), self.weight_int8, scale)
 
+    def weight_rows(self, index: torch.Tensor) -> torch.Tensor:
+        """fp32 rows `index` of the weight (any index shape; a trailing hidden dimension is added)."""
+        return self.weight_int8[index].float() * self.scale[index].float()[..., None]
+
     def dequantize(self) -> torch.Tensor:
         return self.weight_int8.float() * self.scale.float()[:, None]

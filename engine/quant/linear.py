@@ -108,6 +108,10 @@ class Int8Linear(QuantLinear):
     def dequantize(self) -> torch.Tensor:
         return self.weight_int8.float() * self.scale.float()[:, None]
 
+    def weight_rows(self, index: torch.Tensor) -> torch.Tensor:
+        """fp32 rows `index` of the weight (any index shape; a trailing in_features dimension is added)."""
+        return self.weight_int8[index].float() * self.scale[index].float()[..., None]
+
 
 def build_linear(gq: GroupQuant, bias: torch.Tensor | None, dtype: torch.dtype, prefer_int4: bool) -> QuantLinear:
     """Int4Linear when asked for and the weight fits the kernel as it is, else Int8Linear."""

@@ -58,6 +58,10 @@ class _RowScaled(QuantLinear):
     def dequantize(self) -> torch.Tensor:
         return self.codes.float() * self.scale.float()[:, None]
 
+    def weight_rows(self, index: torch.Tensor) -> torch.Tensor:
+        """fp32 rows `index` of the weight (any index shape; a trailing in_features dimension is added)."""
+        return self.codes[index].float() * self.scale[index].float()[..., None]
+
 
 class TritonInt8Linear(_RowScaled):
     """int8 per-row weights; any other GroupQuant is requantized to that first (as Int8Linear does)."""

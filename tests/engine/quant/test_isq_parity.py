@@ -65,3 +65,23 @@ def test_int8_greedy_32_tokens_track_the_unquantized_path(smollm):
               for w, g in zip(want, got, strict=True)]
     print(f"int8 vs fp32 greedy: tokens before the first divergence {prefix} of 32")
     assert sum(prefix) / (32 * len(prompts)) >= 0.4 and max(prefix) == 32
+
+
+def test_half_precision_top_logits_are_recomputed_in_fp32():
+    """bf16 logits are rounded to steps of 0.125 near 20-30, turning near-ties into exact ties broken by
+    token id. The top candidates are recomputed in fp32 (DecoderModel._refine_top): on this model the
+    first answer token to the question below has an fp32 margin of 0.08 ("The" over "L"), which the
+    int8 path kept only after the fix."""
+    llm = LLM(isq="int8", warmup=False, kv_cache_memory=64 * 2**20)
+    module = llm.loaded.module
+    x = torch.randn(3, module.spec.hidden_size, generator=torch.Generator().manual_seed(0)).bfloat16()
+    logits = module.project(x).float()
+    refined = logits.clone()
+    module._refine_top(x, refined)
+    exact = x.float() @ module.model.embed_tokens.dequantize().T
+    top = refined.topk(8, dim=-1).indices
+    torch.testing.assert_close(refined.gather(1, top), exact.gather(1, top), rtol=1e-5, atol=1e-4)
+    assert (refined != logits).any()  # bf16 rounding was there to remove
+    out = llm.chat([{"role": "user", "content": "What is the capital of France?"}],
+                   SamplingParams(temperature=0, max_tokens=8))[0]
+    assert out.text.startswith("The capital of France is Paris"), out.text
