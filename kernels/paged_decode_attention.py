@@ -27,7 +27,7 @@ import triton
 import triton.language as tl
 
 from kernels.dispatch import interpreting, use_triton
-from kernels.paged_kv import load_kv_tile, tanh
+from kernels.paged_kv import load_kv_tile, tile_scores
 
 PARTITION_SIZE = 512  # key positions per program: long contexts are split over programs (flash-decoding)
 
@@ -144,11 +144,8 @@ def _partition_kernel(
         visible = (pos >= lo) & (pos < end)
         k, v = load_kv_tile(k_ptr, v_ptr, table, pos, visible, dims, dim_ok, kv_head, stride_kb, stride_kp,
                             stride_kh, stride_vb, stride_vp, stride_vh, BLOCK_SIZE)
-        k = k.to(q.dtype)
+        scores = tile_scores(q, k, qk_scale, softcap, USE_SOFTCAP, DOT_PRECISION)
         v = v.to(q.dtype)
-        scores = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
-        if USE_SOFTCAP:
-            scores = softcap * tanh(scores / softcap)
         scores = tl.where(visible[None, :], scores * 1.4426950408889634, float("-inf"))  # log2(e): exp2 below
         # Every tile holds a visible position, so the row max is finite.
         m_new = tl.maximum(m_i, tl.max(scores, 1))

@@ -1,5 +1,6 @@
 """Triton helpers the two paged-attention kernels share: a tile of keys and values read through the
-block table, and tanh for soft-capping. (No kernel of its own; its references are the kernels'.)"""
+block table, a tile's (soft-capped) scores, and tanh. (No kernel of its own; its references are the
+kernels'.)"""
 
 from __future__ import annotations
 
@@ -20,6 +21,15 @@ def load_kv_tile(k_ptr, v_ptr, table, pos, ok, dims, dim_ok, kv_head,
     v = tl.load(v_ptr + block[:, None] * stride_vb + slot[:, None] * stride_vp + kv_head * stride_vh
                 + dims[None, :], mask=kv_mask, other=0.0)
     return k, v
+
+
+@triton.jit
+def tile_scores(q, k, qk_scale, softcap, USE_SOFTCAP: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """Scaled (and soft-capped) scores [rows, BLOCK_N] of queries q against a tile of keys k."""
+    scores = tl.dot(q, tl.trans(k.to(q.dtype)), input_precision=DOT_PRECISION) * qk_scale
+    if USE_SOFTCAP:
+        scores = softcap * tanh(scores / softcap)
+    return scores
 
 
 @triton.jit

@@ -25,7 +25,7 @@ import triton
 import triton.language as tl
 
 from kernels.dispatch import interpreting, use_triton
-from kernels.paged_kv import load_kv_tile, tanh
+from kernels.paged_kv import load_kv_tile, tile_scores
 
 BLOCK_M = 64  # rows (query x group) per program
 
@@ -137,11 +137,8 @@ def _prefill_kernel(
         key_ok = (pos >= lo) & (pos < end)
         k, v = load_kv_tile(k_ptr, v_ptr, table, pos, key_ok, dims, dim_ok, kv_head, stride_kb, stride_kp,
                             stride_kh, stride_vb, stride_vp, stride_vh, BLOCK_SIZE)
-        k = k.to(q.dtype)
+        scores = tile_scores(q, k, qk_scale, softcap, USE_SOFTCAP, DOT_PRECISION)
         v = v.to(q.dtype)
-        scores = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
-        if USE_SOFTCAP:
-            scores = softcap * tanh(scores / softcap)
         visible = pos[None, :] <= q_pos[:, None]
         if USE_WINDOW:
             visible = visible & (pos[None, :] > q_pos[:, None] - window)
