@@ -11,7 +11,8 @@ inductor-fused paged form measured slower, see engine/attention.py).
 Inductor rounds intermediates as eager does (`emulate_precision_casts`); its fused reductions
 (RMSNorm's mean) may still round differently, so compiled and eager logits agree to bf16
 rounding (fp32: greedy tokens identical; tested). The eager path stays the
-reference; `compile=False` (`--no-compile`) keeps it alone. CPU only for now (GPU: issue 10).
+reference; `compile=False` (`--no-compile`) keeps it alone. CPU only: on CUDA, decode steps replay CUDA
+graphs instead (engine/cuda_graphs.py).
 """
 
 from __future__ import annotations
