@@ -25,7 +25,7 @@ from engine.heap import release_freed_heap
 from engine.quant.embedding import Int8Embedding
 from engine.quant.group_quant import GroupQuant
 from engine.quant.isq import quantize_fp8, quantize_int4, quantize_int8
-from engine.quant.linear import Int4Linear, Int8Linear, int4_supported
+from engine.quant.linear import build_linear, int4_supported
 from engine.quant.triton_linear import build_gpu_linear, int4_fits
 from engine.topology import Topology, layer_index, most_precise
 
@@ -119,11 +119,12 @@ class QuantizedAssembly:
         if mode == "fp8":
             gq = quantize_fp8(torch.cat([_dense(p) for p in parts]))
             return build_gpu_linear(gq, bias, self.dtype, "fp8"), "fp8"
-        gq = self._int4(parts, requantize=mode == "int4", cpu=cpu) if mode in (KEEP, "int4") else None
-        if gq is not None:
-            return (Int4Linear(gq, bias, self.dtype) if cpu else build_gpu_linear(gq, bias, self.dtype, "int4")), "int4"
-        gq = self._int8(parts)
-        return (Int8Linear(gq, bias, self.dtype) if cpu else build_gpu_linear(gq, bias, self.dtype, "int8")), "int8"
+        int4 = self._int4(parts, requantize=mode == "int4", cpu=cpu) if mode in (KEEP, "int4") else None
+        kind = "int8" if int4 is None else "int4"
+        weight = int4 or self._int8(parts)
+        if cpu:
+            return build_linear(weight, bias, self.dtype, prefer_int4=int4 is not None), kind
+        return build_gpu_linear(weight, bias, self.dtype, kind), kind
 
     @staticmethod
     def _int4_fits(gq: GroupQuant, cpu: bool) -> bool:
