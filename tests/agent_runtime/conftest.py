@@ -70,6 +70,21 @@ def runtime_of(server_url, smollm_engine):
     return smollm_engine
 
 
+def wait_for_serve(proc: subprocess.Popen, base: str, timeout: float) -> None:
+    """Wait until a `serve` process we started answers /health; fail the test with its stderr tail if
+    it exits or does not come up in time."""
+    deadline = time.time() + timeout
+    while proc.poll() is None and time.time() < deadline:
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    stderr = proc.stderr.read()[-3000:] if proc.poll() is not None and proc.stderr is not None else ""
+    pytest.fail(f"server did not start within {timeout:.0f} s: {stderr}")
+
+
 def stop_serve(proc: subprocess.Popen, timeout: float) -> None:
     """SIGTERM a `serve` process we started; fail the test (after killing it) if it does not exit in time."""
     proc.send_signal(signal.SIGTERM)

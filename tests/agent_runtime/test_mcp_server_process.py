@@ -8,12 +8,11 @@ import os
 import socket
 import subprocess
 import sys
-import time
 
 import anyio
 import httpx
 import pytest
-from conftest import stop_serve
+from conftest import stop_serve, wait_for_serve
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
@@ -156,15 +155,7 @@ def test_serve_puts_mcp_on_its_own_port(tiny_model):
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.time() < deadline and proc.poll() is None, proc.stderr.read()[-2000:]
-            time.sleep(0.2)
+        wait_for_serve(proc, f"http://127.0.0.1:{port}", timeout=60)
         reply = httpx.post(f"http://127.0.0.1:{mcp_port}/mcp", json=INITIALIZE, headers=headers, timeout=10)
         assert reply.status_code == 200 and "agent-runtime" in reply.text
         assert httpx.post(f"http://127.0.0.1:{port}/mcp", json=INITIALIZE, headers=headers).status_code == 404

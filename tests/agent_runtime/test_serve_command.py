@@ -6,11 +6,10 @@ import os
 import socket
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
-from conftest import stop_serve
+from conftest import stop_serve, wait_for_serve
 
 from agent_runtime.serve_command import model_specs
 
@@ -45,15 +44,7 @@ def test_serve_process_routes_by_model_and_stops_cleanly(two_tiny_models):
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.3)
-        else:
-            pytest.fail("server did not start: " + proc.stderr.read()[-2000:] if proc.poll() is not None else "")
+        wait_for_serve(proc, base, timeout=120)
         ids = [m["id"] for m in httpx.get(f"{base}/v1/models").json()["data"]]
         assert ids[:2] == ["alpha", "beta"]
         for model in ("alpha", "beta"):

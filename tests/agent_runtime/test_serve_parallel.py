@@ -12,8 +12,7 @@ import time
 
 import httpx
 import psutil
-import pytest
-from conftest import stop_serve
+from conftest import stop_serve, wait_for_serve
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "engine"))
 from tiny_models import save_tiny_model  # noqa: E402
@@ -51,17 +50,7 @@ def test_serve_with_replicas_of_a_split_model_answers_uses_both_and_leaves_no_wo
     base = f"http://127.0.0.1:{port}"
     workers: list[psutil.Process] = []
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline and proc.poll() is None:
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.3)
-        else:
-            pytest.fail(
-                "server did not start: " + (proc.stderr.read()[-3000:] if proc.poll() is not None else "")
-            )
+        wait_for_serve(proc, base, timeout=120)
         workers = psutil.Process(proc.pid).children(recursive=True)
         assert len(workers) == 2  # one rank-1 worker per replica
 
