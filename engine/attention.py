@@ -10,10 +10,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from agent_kernels import cpu_decode_attention
+from agent_kernels.dispatch import use_triton
 from engine.forward_batch import DecodeBatch, ForwardBatch
 from engine.kv_tensors import FP8, FP8_MAX
-from kernels import cpu_decode_attention
-from kernels.dispatch import use_triton
 
 # The Triton kernel modules are imported where used: they import triton (~90 MB resident), which a
 # CPU-only engine never needs.
@@ -25,7 +25,7 @@ def write_kv(
     """Store k, v [T, kv_heads, head_dim] in the flat cache slots of their tokens, cast to the cache's
     dtype (saturated to +-448 for an fp8 cache, where a plain cast of a larger value gives NaN)."""
     if use_triton(k):  # one fused kernel for keys and values
-        from kernels import kv_cache_write
+        from agent_kernels import kv_cache_write
 
         kv_cache_write.triton_write_kv(cache_k, cache_v, k, v, batch.slot_mapping)
         return
@@ -47,8 +47,8 @@ def attend(
 ) -> torch.Tensor:
     """Attention output [T, heads, head_dim] for queries q [T, heads, head_dim]."""
     if use_triton(q):  # the Triton kernels read the paged cache in place (GPU; tests force them on CPU)
-        from kernels.paged_decode_attention import paged_decode_attention
-        from kernels.paged_prefill_attention import paged_prefill_attention
+        from agent_kernels.paged_decode_attention import paged_decode_attention
+        from agent_kernels.paged_prefill_attention import paged_prefill_attention
 
         if isinstance(batch, DecodeBatch):
             return paged_decode_attention(q, cache_k, cache_v, batch.block_table, batch.seq_lens, scale,
@@ -57,7 +57,7 @@ def attend(
         return paged_prefill_attention(q, cache_k, cache_v, meta.block_table, meta.query_start,
                                        meta.context_lens, meta.max_query_len, scale, window, softcap)
     if isinstance(batch, DecodeBatch):
-        if cpu_decode_attention.applies(q, cache_k):  # the C++ paged kernel (kernels/), eager and compiled
+        if cpu_decode_attention.applies(q, cache_k):  # the C++ paged kernel (agent_kernels/), eager and compiled
             return cpu_decode_attention.decode_attention(q, cache_k, cache_v, batch.block_table, batch.seq_lens,
                                                          scale, window, softcap)
         # Under torch.compile one opaque op: the compiled step runs exactly the eager attention. (An

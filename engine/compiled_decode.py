@@ -5,7 +5,7 @@ with dynamic shapes, so one graph serves every batch size and context length: th
 dynamo specialises (batch 1 or more, one block or more) are compiled at start on a background
 thread while the engine serves eagerly, then the runner switches over. Inside the graph, norms,
 rotary, residuals and the gated MLP fuse around the int4/int8 matmuls; decode attention is the
-C++ paged kernel of kernels/cpu_decode_attention.py (built here, before compiling, the first time),
+C++ paged kernel of agent_kernels/cpu_decode_attention.py (built here, before compiling, the first time),
 or where it does not apply the eager code as one opaque op (engine::decode_attention; an
 inductor-fused paged form measured slower, see engine/attention.py).
 Inductor rounds intermediates as eager does (`emulate_precision_casts`); its fused reductions
@@ -30,11 +30,11 @@ import weakref
 
 import torch
 
+from agent_kernels import cpu_decode_attention
 from engine.forward_batch import DecodeBatch
 from engine.heap import release_freed_heap
 from engine.models.decoder import run_layers
 from engine.omp_pool import release_omp_pool
-from kernels import cpu_decode_attention
 
 log = logging.getLogger(__name__)
 

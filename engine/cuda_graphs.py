@@ -8,7 +8,7 @@ nowhere (slot -1: the KV-write kernel skips it) and attend to nothing (length 0)
 table is the full [bucket, max_blocks] buffer, so one graph serves any context length.
 
 The captured region is `DecoderModel.logits` on tensors only (embedding through LM head); sampling
-stays outside. It needs the Triton kernels (kernels/dispatch.py): the torch reference path syncs
+stays outside. It needs the Triton kernels (agent_kernels/dispatch.py): the torch reference path syncs
 with the host. `capture=False` runs the same padded static-buffer step without capturing (how CPU
 tests check the padding under TRITON_INTERPRET=1). The graphs hold the KV tensors' addresses, so a
 runner that reallocates its KV memory builds a new CudaGraphDecode.

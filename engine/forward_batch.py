@@ -29,7 +29,7 @@ class DecodeBatch:
 
 @dataclass(frozen=True)
 class VarlenMeta:
-    """A prefill batch as the varlen attention kernel takes it (kernels/paged_prefill_attention.py)."""
+    """A prefill batch as the varlen attention kernel takes it (agent_kernels/paged_prefill_attention.py)."""
 
     block_table: torch.Tensor  # [B, max_blocks] int64, padded with block 0
     query_start: torch.Tensor  # [B + 1] int64: sequence b's queries are rows query_start[b]:query_start[b+1]

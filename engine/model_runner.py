@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import psutil
 import torch
 
+from agent_kernels.dispatch import triton_enabled
 from engine.compiled_decode import CompiledDecode
 from engine.config import EngineConfig
 from engine.cuda_graphs import CudaGraphDecode
@@ -16,7 +17,6 @@ from engine.kv_tensors import KVTensors, resolve_kv_dtype
 from engine.loader import LoadedModel
 from engine.sampler import Sampler, SamplerOutput, SamplingState
 from engine.scheduler_output import SchedulerOutput
-from kernels.dispatch import triton_enabled
 
 log = logging.getLogger(__name__)
 

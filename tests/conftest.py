@@ -14,7 +14,7 @@ os.environ.setdefault("AGENT_RUNTIME_COMPILE", "0")
 import torch  # noqa: E402
 
 if not torch.cuda.is_available():
-    # Without CUDA the Triton kernels are tested in Triton's interpreter (kernels.dispatch.forced);
+    # Without CUDA the Triton kernels are tested in Triton's interpreter (agent_kernels.dispatch.forced);
     # the variable must be set before triton is first imported.
     os.environ.setdefault("TRITON_INTERPRET", "1")
 

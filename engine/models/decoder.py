@@ -9,12 +9,12 @@ from functools import cached_property
 import torch
 from torch import nn
 
+from agent_kernels.dispatch import use_triton
 from engine.attention import attend, write_kv
 from engine.forward_batch import DecodeBatch, ForwardBatch
 from engine.kv_tensors import KVTensors, compute_dtype
 from engine.models.layers import RMSNorm, RotaryTable, activation, apply_rotary, fused_activation
 from engine.models.spec import DecoderSpec, LayerSpec
-from kernels.dispatch import use_triton
 
 # Checkpoint tensors that our fused parameters are stacked from: (suffix, fused name, shard index).
 _FUSED = (
@@ -82,12 +82,12 @@ class MLP(nn.Module):
         self.gate_up_proj = nn.Linear(spec.hidden_size, 2 * spec.intermediate_size, bias=spec.mlp_bias)
         self.down_proj = nn.Linear(spec.intermediate_size, spec.hidden_size, bias=spec.mlp_bias)
         self.act = activation(spec.activation)
-        self.fused_act = fused_activation(spec.activation)  # "" when kernels/act_and_mul.py lacks it
+        self.fused_act = fused_activation(spec.activation)  # "" when agent_kernels/act_and_mul.py lacks it
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate_up = self.gate_up_proj(x)
         if self.fused_act and use_triton(gate_up):
-            from kernels.act_and_mul import triton_act_and_mul  # imports triton: GPU only
+            from agent_kernels.act_and_mul import triton_act_and_mul  # imports triton: GPU only
 
             return self.down_proj(triton_act_and_mul(gate_up, self.fused_act))
         gate, up = gate_up.chunk(2, dim=-1)

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from agent_kernels.dispatch import use_triton
 from engine.models.spec import RopeSpec
-from kernels.dispatch import use_triton
 
 # Triton kernel modules are imported where used (they import triton, which CPU engines never need).
 
@@ -25,7 +25,7 @@ class RMSNorm(nn.Module):
         """norm(x); with `residual`, (norm(x + residual), x + residual): the residual add fused in (one
         Triton kernel on GPU)."""
         if use_triton(x):
-            from kernels.rms_norm import triton_rms_norm
+            from agent_kernels.rms_norm import triton_rms_norm
 
             return triton_rms_norm(x, self.weight, self.eps, self.gemma, residual)
         if residual is not None:
@@ -75,14 +75,14 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     """Rotate x [T, heads, head_dim] by the per-token cos/sin [T, head_dim] (half-split layout;
     `sin` carries rotate_half's sign, see RotaryTable.build)."""
     if use_triton(x):  # the per-token rows are the kernel's tables, row t for token t
-        from kernels import rotary
+        from agent_kernels import rotary
 
         return rotary.triton_apply_rotary(x, torch.arange(x.shape[0], device=x.device), cos, sin)
     return x * cos[:, None, :] + x.roll(x.shape[-1] // 2, dims=-1) * sin[:, None, :]
 
 
 def fused_activation(name: str) -> str:
-    """The kernels/act_and_mul.py name of a HF activation."""
+    """The agent_kernels/act_and_mul.py name of a HF activation."""
     return "silu" if name in ("silu", "swish") else "gelu_tanh" if name in _GELU_TANH else ""
 
 

@@ -1,12 +1,12 @@
-"""Quantized linear layers for CUDA on the Triton kernels of kernels/, each with its dense reference.
+"""Quantized linear layers for CUDA on the Triton kernels of agent_kernels/, each with its dense reference.
 
-- `TritonInt8Linear`: int8 codes [O, I] with one scale per output row (kernels/scaled_matmul.py).
+- `TritonInt8Linear`: int8 codes [O, I] with one scale per output row (agent_kernels/scaled_matmul.py).
 - `TritonFp8Linear`: float8_e4m3fn codes [O, I] with one scale per output row (same kernel).
 - `TritonInt4Linear`: 4-bit codes packed two to a byte [O, I // 2], with a scale and an offset per
-  group of input columns (kernels/int4_matmul.py).
+  group of input columns (agent_kernels/int4_matmul.py).
 
 Scales (and int4 offsets) are kept in the activation dtype, as the CPU modules of
-engine/quant/linear.py keep theirs. Off CUDA (kernels.dispatch.use_triton) and with
+engine/quant/linear.py keep theirs. Off CUDA (agent_kernels.dispatch.use_triton) and with
 `use_kernel = False` they run `reference` (dequantize, then matmul), so they also compute, slowly,
 on the CPU. `dequantize()` is the fp32 weight the module
 computes with.
@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import torch
 
+from agent_kernels.dispatch import use_triton
 from engine.quant.group_quant import GroupQuant
 from engine.quant.isq import quantize_fp8, quantize_int8
 from engine.quant.linear import QuantLinear
-from kernels.dispatch import use_triton
 
 # The kernel modules import triton (~90 MB resident): loaded on first use, never on a CPU-only path.
 
@@ -38,7 +38,7 @@ def int4_fits(gq: GroupQuant) -> bool:
 
 
 class _RowScaled(QuantLinear):
-    """Codes [O, I] and a scale [O] per output row, multiplied by kernels.scaled_matmul."""
+    """Codes [O, I] and a scale [O] per output row, multiplied by agent_kernels.scaled_matmul."""
 
     def __init__(self, gq: GroupQuant, bias: torch.Tensor | None, dtype: torch.dtype) -> None:
         super().__init__(*gq.shape, bias)
@@ -48,7 +48,7 @@ class _RowScaled(QuantLinear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.use_kernel and use_triton(x)):
             return self.reference(x)
-        from kernels.scaled_matmul import scaled_matmul
+        from agent_kernels.scaled_matmul import scaled_matmul
 
         flat = x.reshape(-1, self.in_features)
         bias = self.bias if self.bias is None or self.bias.dtype == x.dtype else self.bias.to(x.dtype)
@@ -86,7 +86,7 @@ class TritonInt4Linear(QuantLinear):
                              "kernel (want unsigned 4-bit codes and an even in_features)")
         super().__init__(*gq.shape, bias)
         self.group = gq.group
-        from kernels.int4_matmul import pack_int4
+        from agent_kernels.int4_matmul import pack_int4
 
         offset = torch.zeros_like(gq.scale) if gq.offset is None else gq.offset
         self.register_buffer("packed", pack_int4(gq.codes))
@@ -96,13 +96,13 @@ class TritonInt4Linear(QuantLinear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.use_kernel and use_triton(x)):
             return self.reference(x)
-        from kernels.int4_matmul import int4_matmul
+        from agent_kernels.int4_matmul import int4_matmul
 
         out = int4_matmul(x.reshape(-1, self.in_features), self.packed, self.scale, self.offset, self.group)
         return self._finish(out, x)
 
     def dequantize(self) -> torch.Tensor:
-        from kernels.int4_matmul import dequantize_int4
+        from agent_kernels.int4_matmul import dequantize_int4
 
         return dequantize_int4(self.packed, self.scale, self.offset, self.group)
 

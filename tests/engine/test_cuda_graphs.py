@@ -11,10 +11,10 @@ import pytest
 import torch
 from tiny_models import greedy, save_tiny_model
 
+from agent_kernels import dispatch
 from engine import LLM
 from engine.cuda_graphs import CudaGraphDecode, bucket_for, bucket_sizes
 from engine.forward_batch import ForwardBatch
-from kernels import dispatch
 
 
 def test_bucket_sizes_cover_every_batch_up_to_max_num_seqs():

@@ -1,5 +1,5 @@
 """The GPU code path of whole models, run on CPU: every Triton kernel forced on under TRITON_INTERPRET=1
-(kernels.dispatch.forced) and compared with the plain-torch path of the same engine.
+(agent_kernels.dispatch.forced) and compared with the plain-torch path of the same engine.
 
 Covers RMSNorm (+ fused residual), rotary (llama3 scaling), act-and-mul, the fused KV write, paged
 prefill attention (chunked, with a cached prefix) and paged decode attention (a batch of sequences),
@@ -12,8 +12,8 @@ import pytest
 import torch
 from tiny_models import greedy, save_tiny_model
 
+from agent_kernels import dispatch
 from engine import LLM
-from kernels import dispatch
 
 pytestmark = pytest.mark.skipif(not (dispatch.triton_available() and (dispatch.interpreting()
                                                                       or torch.cuda.is_available())),

@@ -1,6 +1,6 @@
 """The Triton quantized linears (engine/quant/triton_linear.py) and fp8 in-situ quantization (isq.quantize_fp8).
 
-Modules run their Triton kernels under `kernels.dispatch.forced()` (the interpreter, on CPU) and
+Modules run their Triton kernels under `agent_kernels.dispatch.forced()` (the interpreter, on CPU) and
 are compared with their own `reference` (dequantize, round to the activation dtype, F.linear).
 Tolerances are relative Frobenius errors of the whole output: fp32 1e-5 (measured <= 3e-7); bf16
 1e-2 (measured <= 6.3e-3; test_quant_linear.py allows the same for the CPU modules). In bf16 the
@@ -20,6 +20,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from agent_kernels import dispatch
 from engine.quant.group_quant import GroupQuant
 from engine.quant.isq import quantize_fp8, quantize_int4, quantize_int8
 from engine.quant.triton_linear import (
@@ -29,7 +30,6 @@ from engine.quant.triton_linear import (
     build_gpu_linear,
     int4_fits,
 )
-from kernels import dispatch
 
 TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 1e-2}
 FP32_SLACK = 1e-5

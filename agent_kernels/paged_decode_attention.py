@@ -26,8 +26,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.dispatch import interpreting, use_triton
-from kernels.paged_kv import load_kv_tile, tile_scores
+from agent_kernels.dispatch import interpreting, use_triton
+from agent_kernels.paged_kv import load_kv_tile, tile_scores
 
 PARTITION_SIZE = 512  # key positions per program: long contexts are split over programs (flash-decoding)
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from kernels.dispatch import interpreting, use_triton
+from agent_kernels.dispatch import interpreting, use_triton
 
 CODE_DTYPES = (torch.int8, torch.float8_e4m3fn)
 

@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.dispatch import use_triton
+from agent_kernels.dispatch import use_triton
 
 
 @triton.jit

@@ -19,7 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.dispatch import interpreting, use_triton
+from agent_kernels.dispatch import interpreting, use_triton
 
 FP8 = torch.float8_e4m3fn
 FP8_MAX = 448.0  # torch.finfo(torch.float8_e4m3fn).max

@@ -1,6 +1,6 @@
 """The Triton KV-cache write (K and V in one launch) against its plain-torch reference.
 
-On CPU the kernel runs in Triton's interpreter (kernels.dispatch.forced). A write is a copy, or one
+On CPU the kernel runs in Triton's interpreter (agent_kernels.dispatch.forced). A write is a copy, or one
 cast: same-dtype caches must match exactly; a cast to bf16 may differ by one bf16 ulp (the
 interpreter truncates fp32 -> bf16, torch rounds to nearest). The interpreter cannot round to
 float8 correctly, so fp8 caches are tested through the reference here and through the kernel on CUDA.
@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels import dispatch
-from kernels import kv_cache_write as kernel
+from agent_kernels import dispatch
+from agent_kernels import kv_cache_write as kernel
 
 BLOCK = 4
 NUM_BLOCKS = 16

@@ -24,8 +24,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.dispatch import interpreting, use_triton
-from kernels.paged_kv import load_kv_tile, tile_scores
+from agent_kernels.dispatch import interpreting, use_triton
+from agent_kernels.paged_kv import load_kv_tile, tile_scores
 
 BLOCK_M = 64  # rows (query x group) per program
 

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from kernels.dispatch import interpreting, use_triton
+from agent_kernels.dispatch import interpreting, use_triton
 
 
 def pack_int4(codes: torch.Tensor) -> torch.Tensor:
@@ -105,7 +105,7 @@ def _int4_matmul_kernel(x_ptr, p_ptr, s_ptr, o_ptr, y_ptr, M, N, K, GROUP,
 
 
 def _blocks(m: int) -> tuple[int, int, int]:
-    """(BLOCK_M, BLOCK_N, BLOCK_K), as in kernels/scaled_matmul.py."""
+    """(BLOCK_M, BLOCK_N, BLOCK_K), as in agent_kernels/scaled_matmul.py."""
     if m <= 16:
         return 16, 32, 64
     if m <= 64:

@@ -11,8 +11,8 @@ import pytest
 import torch
 from paged_cases import TOL, paged_caches
 
-from kernels import cpu_decode_attention, dispatch
-from kernels.paged_decode_attention import paged_decode_attention, reference_paged_decode_attention
+from agent_kernels import cpu_decode_attention, dispatch
+from agent_kernels.paged_decode_attention import paged_decode_attention, reference_paged_decode_attention
 
 
 def _case(lengths, heads, kv_heads, dim=64, dtype=torch.float32, cache_dtype=None, seed=0, device="cpu"):

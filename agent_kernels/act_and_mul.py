@@ -17,7 +17,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from kernels.dispatch import use_triton
+from agent_kernels.dispatch import use_triton
 
 ACTIVATIONS = ("silu", "gelu_tanh")
 _SQRT_2_OVER_PI = tl.constexpr(0.7978845608028654)

@@ -13,7 +13,7 @@
 // so a task streams through its cache blocks in memory order (a token's KVH x D keys are contiguous);
 // the chunks' partial softmax states are merged at the end (flash-decoding), so a single long
 // sequence still uses every thread. The plain-torch reference and the dispatch are in
-// kernels/cpu_decode_attention.py.
+// agent_kernels/cpu_decode_attention.py.
 // A token's keys or values (n = KVH x D) as f32: f32 caches are used in place; a bf16 row is widened
 // once into `out` (a 16-bit shift per value, on the raw bits so the loop vectorizes).
 static inline const float* token_row(const float* row, int64_t, float*) { return row; }

@@ -1,4 +1,4 @@
-"""kernels/scaled_matmul.py: the Triton kernel (Triton's interpreter on CPU, or CUDA) against its reference.
+"""agent_kernels/scaled_matmul.py: the Triton kernel (Triton's interpreter on CPU, or CUDA) against its reference.
 
 Tolerances, as max |kernel - reference| / max |reference| over the output: fp32 1e-5 (the two
 differ only in fp32 summation order and where the scale is applied); bf16 2**-6 (both sum in
@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels import dispatch
-from kernels.scaled_matmul import reference_scaled_matmul, scaled_matmul
+from agent_kernels import dispatch
+from agent_kernels.scaled_matmul import reference_scaled_matmul, scaled_matmul
 
 TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 2.0**-6}
 SHAPES = [(96, 40), (128, 72)]  # (K, N): neither a multiple of BLOCK_N, K = 96 not of BLOCK_K

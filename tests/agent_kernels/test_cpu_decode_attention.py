@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels import cpu_decode_attention as kernel
+from agent_kernels import cpu_decode_attention as kernel
 
 BLOCK = 16
 

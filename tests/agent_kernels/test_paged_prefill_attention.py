@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from paged_cases import BLOCK, TOL, paged_caches
 
-from kernels import dispatch
-from kernels.paged_decode_attention import reference_paged_decode_attention
-from kernels.paged_prefill_attention import paged_prefill_attention, reference_paged_prefill_attention
+from agent_kernels import dispatch
+from agent_kernels.paged_decode_attention import reference_paged_decode_attention
+from agent_kernels.paged_prefill_attention import paged_prefill_attention, reference_paged_prefill_attention
 
 
 def _case(query_lens, context_lens, heads, kv_heads, dim=64, dtype=torch.float32, cache_dtype=None, seed=0,

@@ -1,6 +1,6 @@
 """The Triton RMSNorm (plain and fused with the residual add) against its plain-torch reference.
 
-On CPU the kernel runs in Triton's interpreter (kernels.dispatch.forced). Tolerances: fp32 1e-5 (the
+On CPU the kernel runs in Triton's interpreter (agent_kernels.dispatch.forced). Tolerances: fp32 1e-5 (the
 reduction order differs), fp16 5e-3, bf16 2e-2 (the interpreter casts fp32 -> bf16 by truncation,
 one bf16 ulp, where torch rounds to nearest).
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels import dispatch
-from kernels import rms_norm as kernel
+from agent_kernels import dispatch
+from agent_kernels import rms_norm as kernel
 
 TOL = {
     torch.float32: {"rtol": 1e-5, "atol": 1e-5},

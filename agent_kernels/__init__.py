@@ -1,6 +1,6 @@
 """Kernels, each beside its plain-torch reference and a dispatch (imports torch, and triton for GPU ones).
 
-Triton kernels (CUDA; CI runs them on CPU tensors in Triton's interpreter, kernels.dispatch.forced):
+Triton kernels (CUDA; CI runs them on CPU tensors in Triton's interpreter, agent_kernels.dispatch.forced):
 - `rms_norm`: RMSNorm, Llama and Gemma styles, optionally fused with the residual add.
 - `rotary`: rotary embedding from per-position cos/sin tables (any scaling is in the tables).
 - `act_and_mul`: SiLU / tanh-GELU of the gate times the up projection.
@@ -16,6 +16,6 @@ CPU:
 - `cpu_decode_attention`: paged decode attention for the CPU, a small C++ extension built on
   first use (Triton has no CPU backend here).
 
-The package name shadows the PyPI `kernels` package that transformers probes for;
-tests/test_kernels_namespace.py checks that transformers still imports.
+Named `agent_kernels`, not `kernels`: transformers (>= 5.25) depends on the PyPI `kernels` package and
+imports from it, so a top-level `kernels` of ours would shadow it (tests/test_kernels_namespace.py).
 """

@@ -1,4 +1,4 @@
-"""kernels/int4_matmul.py: packing, and the Triton kernel (interpreter on CPU, or CUDA) against its reference.
+"""agent_kernels/int4_matmul.py: packing, and the Triton kernel (interpreter on CPU, or CUDA) against its reference.
 
 fp32: max |kernel - reference| / max |reference| <= 1e-5 (only the fp32 summation order differs;
 measured <= 6e-7). bf16: both round the dequantized weight and the output to bf16, but Triton's
@@ -13,8 +13,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels import dispatch
-from kernels.int4_matmul import dequantize_int4, int4_matmul, pack_int4, reference_int4_matmul, unpack_int4
+from agent_kernels import dispatch
+from agent_kernels.int4_matmul import (
+    dequantize_int4,
+    int4_matmul,
+    pack_int4,
+    reference_int4_matmul,
+    unpack_int4,
+)
 
 F32_TOLERANCE = 1e-5
 BF16_STEP = 2.0**-7

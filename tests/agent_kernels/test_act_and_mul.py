@@ -1,6 +1,6 @@
 """The Triton gated activation (silu / gelu_tanh times up) against its plain-torch reference.
 
-On CPU the kernel runs in Triton's interpreter (kernels.dispatch.forced). The kernel rounds once, the
+On CPU the kernel runs in Triton's interpreter (agent_kernels.dispatch.forced). The kernel rounds once, the
 reference after the activation and after the product. Tolerances: fp32 1e-5, fp16 5e-3, bf16 2e-2
 (the interpreter also truncates fp32 -> bf16).
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels import act_and_mul as kernel
-from kernels import dispatch
+from agent_kernels import act_and_mul as kernel
+from agent_kernels import dispatch
 
 TOL = {
     torch.float32: {"rtol": 1e-5, "atol": 1e-5},

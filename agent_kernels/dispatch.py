@@ -2,7 +2,7 @@
 
 Triton kernels run on CUDA tensors when triton imports and `AGENT_RUNTIME_TRITON` is not `0`.
 Tests run them on CPU tensors under the Triton interpreter (`TRITON_INTERPRET=1`, set before
-triton is imported) by entering `forced()`: then every dispatch in `kernels/` picks Triton,
+triton is imported) by entering `forced()`: then every dispatch in `agent_kernels/` picks Triton,
 whatever the device, so a whole model forward can be checked against its reference path.
 """
 

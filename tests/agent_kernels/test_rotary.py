@@ -1,6 +1,6 @@
 """The Triton rotary embedding against its plain-torch reference, with llama3-scaled tables.
 
-On CPU the kernel runs in Triton's interpreter (kernels.dispatch.forced). The kernel rounds once, the
+On CPU the kernel runs in Triton's interpreter (agent_kernels.dispatch.forced). The kernel rounds once, the
 reference after each of its three ops in x's dtype. Tolerances: fp32 1e-5, fp16 5e-3, bf16 2e-2
 (the interpreter also truncates fp32 -> bf16).
 """
@@ -13,8 +13,8 @@ from transformers import LlamaConfig
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-from kernels import dispatch
-from kernels import rotary as kernel
+from agent_kernels import dispatch
+from agent_kernels import rotary as kernel
 
 TOL = {
     torch.float32: {"rtol": 1e-5, "atol": 1e-5},
