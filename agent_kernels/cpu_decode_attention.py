@@ -7,46 +7,17 @@ task per (sequence, KV head) read each token's keys with a 768-byte stride and w
 engine (120 us) than in isolation (47 us, cache-hot): tasks now stream whole token rows.
 
 PyTorch has no paged attention on CPU, so this is the "small extension where measurement shows
-the library falls short": C++ built on first use with
-torch.utils.cpp_extension (gcc and ninja; ~25 s once, then cached in torch's extensions
-directory), registered as the op `agent_runtime_cpu::decode_attention` so torch.compile calls it
-as an extern kernel. Not Triton (the package's rule): Triton has no CPU backend in our wheels.
+the library falls short": part of the C++ extension of agent_kernels/cpu_extension.py, registered
+as the op `agent_runtime_cpu::decode_attention` so torch.compile calls it as an extern kernel.
 """
 
 from __future__ import annotations
 
-import logging
-import threading
-from pathlib import Path
-
 import torch
 
-log = logging.getLogger(__name__)
-_SOURCE = Path(__file__).with_suffix(".cpp")
-_lock = threading.Lock()
-_state: dict[str, bool] = {}  # "loaded": True / False once load() has run
+from agent_kernels.cpu_extension import available, load
 
-
-def load() -> bool:
-    """Build (first time) and load the kernel; False, logged once, when it cannot be built here."""
-    with _lock:
-        if "loaded" not in _state:
-            try:
-                from torch.utils.cpp_extension import load as load_extension
-
-                load_extension(name="agent_runtime_cpu", sources=[str(_SOURCE)], is_python_module=False,
-                               extra_cflags=["-O3", "-march=native", "-fopenmp"], verbose=False)
-                torch.library.register_fake("agent_runtime_cpu::decode_attention")(_fake)
-                _state["loaded"] = True
-            except Exception as exc:  # noqa: BLE001 - no compiler, no ninja, a build error: stay on the reference
-                log.warning("the C++ decode-attention kernel could not be built (%s); using the torch path", exc)
-                _state["loaded"] = False
-        return _state["loaded"]
-
-
-def available() -> bool:
-    """Whether load() has succeeded (never builds)."""
-    return _state.get("loaded", False)
+__all__ = ["applies", "available", "decode_attention", "load", "reference_decode_attention"]
 
 
 def applies(q: torch.Tensor, cache_k: torch.Tensor) -> bool:
@@ -84,6 +55,3 @@ def reference_decode_attention(q, cache_k, cache_v, block_table, seq_lens, scale
     out = torch.einsum("bkgl,blkd->bkgd", scores.softmax(-1), v)
     return out.reshape(seqs, heads, dim).to(q.dtype)
 
-
-def _fake(q, cache_k, cache_v, block_table, seq_lens, scale, window, softcap):
-    return torch.empty_like(q)

@@ -172,6 +172,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, multiple: bool = False)
     engine.add_argument("--no-compile", action="store_true",
                         help="run decode steps eagerly (default: torch.compile them in the background on CPU; "
                              "AGENT_RUNTIME_COMPILE=0 also turns it off)")
+    engine.add_argument("--no-native-decode", action="store_true",
+                        help="do not run decode steps as one C++ call (default: on for Llama-style quantized models "
+                             "on CPU, in place of torch.compile; AGENT_RUNTIME_NATIVE_DECODE=0 also turns it off)")
     engine.add_argument("--no-cuda-graphs", action="store_true",
                         help="run GPU decode steps without CUDA graphs (default: captured per batch size)")
     engine.add_argument("--tensor-parallel-size", type=int, default=1, metavar="N",
@@ -210,6 +213,7 @@ def engine_options(args: argparse.Namespace) -> dict:
         max_model_len=args.max_model_len,
         kv_cache_dtype=args.kv_cache_dtype,
         **({"compile": False} if args.no_compile else {}),
+        **({"native_decode": False} if args.no_native_decode else {}),
         cuda_graphs=not args.no_cuda_graphs,
         tensor_parallel_size=args.tensor_parallel_size,
         data_parallel_size=args.data_parallel_size,

@@ -15,6 +15,9 @@ class EngineConfig:
 
     `compile` runs decode steps through torch.compile once compiled in the background (CPU, native
     models; engine/compiled_decode.py); the default is on unless AGENT_RUNTIME_COMPILE=0.
+    `native_decode` runs the decode step's layers as one C++ call where the model fits (CPU, Llama-style,
+    quantized linears, bf16 activations; engine/native_decode.py), in place of torch.compile; the
+    default is on unless AGENT_RUNTIME_NATIVE_DECODE=0.
     `isq` None keeps a GGUF's own quantization (int4/int8 kernels) and loads safetensors dense; "int8" /
     "int4" quantize the projections at load; "none" loads every weight dense in `dtype`.
     `max_num_batched_tokens` None means 2048 on CPU and 8192 on GPU. `kv_cache_memory` (bytes)
@@ -44,6 +47,7 @@ class EngineConfig:
     topology: str | None = None
     kv_cache_dtype: str = "auto"
     compile: bool = field(default_factory=lambda: os.environ.get("AGENT_RUNTIME_COMPILE", "1") != "0")
+    native_decode: bool = field(default_factory=lambda: os.environ.get("AGENT_RUNTIME_NATIVE_DECODE", "1") != "0")
     cuda_graphs: bool = True
     tensor_parallel_size: int = 1
     data_parallel_size: int = 1

@@ -15,6 +15,7 @@ from engine.cuda_graphs import CudaGraphDecode
 from engine.forward_batch import ForwardBatch
 from engine.kv_tensors import KVTensors, resolve_kv_dtype
 from engine.loader import LoadedModel
+from engine.native_decode import NativeDecode
 from engine.sampler import Sampler, SamplerOutput, SamplingState
 from engine.scheduler_output import SchedulerOutput
 
@@ -66,13 +67,15 @@ class ModelRunner:
     """Builds the flat batch from a SchedulerOutput, runs the model, samples the finishing rows."""
 
     def __init__(self, loaded: LoadedModel, num_blocks: int, block_size: int, kv_cache_dtype: str = "auto",
-                 compiled: CompiledDecode | None = None, graphs: GraphOptions | None = None) -> None:
+                 compiled: CompiledDecode | None = None, graphs: GraphOptions | None = None,
+                 native: NativeDecode | None = None) -> None:
         self.loaded = loaded
         self.model = loaded.module
         self.device = loaded.device
         self.block_size = block_size
         self.sampler = Sampler()
         self.compiled = compiled
+        self.native = native
         self.kv: KVTensors | None = None
         spec = getattr(self.model, "spec", None)
         if spec is not None:
@@ -105,6 +108,12 @@ class ModelRunner:
         )
         if every_position:
             batch.logits_index = torch.arange(len(batch.input_ids), device=self.device)
+        elif self.native is not None and self.native.failed is None and batch.is_decode:
+            try:
+                return self.model(batch, self.kv, layers_step=self.native.step)
+            except Exception as exc:  # noqa: BLE001 - a kernel fault must not fail requests: go eager
+                # Rerunning is safe: the step rewrites the same KV slots with the same values.
+                self.native.disable(exc)
         elif self.compiled is not None and self.compiled.ready.is_set() and batch.is_decode:
             try:
                 return self.model(batch, self.kv, layers_step=self.compiled.step)

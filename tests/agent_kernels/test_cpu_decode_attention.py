@@ -41,6 +41,33 @@ def test_kernel_equals_reference(lengths, heads, kv_heads, window, softcap):
     torch.testing.assert_close(got, expected, rtol=2e-5, atol=2e-5)
 
 
+# 64, 128, 256: the AVX-512 path where built for it; 80 and 8: the portable loop. Lengths around the
+# chunk split (one sequence on two threads: 129 and 257 keys) and a masked softmax tail (of 16 lanes).
+@pytest.mark.parametrize("dim", [8, 64, 80, 128, 256])
+@pytest.mark.parametrize("lengths", [[3], [129], [257, 20], [600]])
+@pytest.mark.parametrize("cache_dtype", [torch.float32, torch.bfloat16])
+def test_kernel_equals_reference_for_every_head_size(dim, lengths, cache_dtype):
+    q, k, v, table, lens = _case(lengths, 8, 2, dim=dim, seed=dim)
+    k, v = k.to(cache_dtype), v.to(cache_dtype)
+    expected = kernel.reference_decode_attention(q, k.float(), v.float(), table, lens, dim**-0.5, None, None)
+    got = kernel.decode_attention(q, k, v, table, lens, dim**-0.5, None, None)
+    torch.testing.assert_close(got, expected, rtol=2e-5, atol=2e-5)
+
+
+def test_kernel_is_the_same_on_one_thread_and_two():
+    """The chunk split follows the thread count; the result may differ only by float rounding."""
+    q, k, v, table, lens = _case([600, 37], 9, 3, seed=5)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = kernel.decode_attention(q, k, v, table, lens, 0.125, None, None)
+        torch.set_num_threads(2)
+        two = kernel.decode_attention(q, k, v, table, lens, 0.125, None, None)
+    finally:
+        torch.set_num_threads(before)
+    torch.testing.assert_close(one, two, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("lengths", [[1], [17, 33], [5, 300, 2]])
 @pytest.mark.parametrize("window, softcap", [(None, None), (20, 5.0)])
 def test_kernel_reads_bf16_caches_as_exactly_widened_f32(lengths, window, softcap):
