@@ -10,11 +10,11 @@
 // weights and whose activations are bf16. The matmuls and the attention are the same kernels the eager
 // path calls (aten::_weight_int4pack_mm_for_cpu, aten::_weight_int8pack_mm, and decode_attention of
 // cpu_decode_attention.cpp); the small element-wise work between them (norms, rotary, residuals,
-// SiLU x up, the KV write) are plain loops here, each rounding to bf16 where the eager path's
-// torch ops do, so the step computes what the eager layers compute (up to the summation order of the
-// norm's mean and the library's exp). What this removes is the per-op cost of Python, the dispatcher
-// and torch.compile's guards and wrapper: ~40 small ops a layer become one call a step.
-// The Python side (agent_kernels/cpu_decode_step.py) checks a model fits and flattens its weights.
+// x up, the KV write) is plain loops here, each rounding to bf16 where the eager path's torch ops do,
+// with the norm's sum of squares and SiLU left to ATen (their summation order and exp), so the step
+// computes the eager layers' values bit for bit. What this removes is the per-op cost of Python, the
+// dispatcher and torch.compile's guards and wrapper: ~40 small ops a layer become one call a step.
+// engine/native_decode.py checks a model fits and flattens its weights for this call.
 
 at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& kc, const at::Tensor& vc, const at::Tensor& table,
                             const at::Tensor& lens, double scale, int64_t window, double softcap);
@@ -37,16 +37,20 @@ at::Tensor linear(const at::Tensor& x, int64_t kind, int64_t group, const at::Te
 }
 
 // out = weight * bf16(x * rsqrt(mean(x^2) + eps)), row by row (the eager RMSNorm, Llama convention).
-void rms_norm(const bf16* x, const bf16* weight, bf16* out, int64_t rows, int64_t n, float eps) {
+// The mean of squares is ATen's sum (its summation order: the eager norm's rounding, bit for bit);
+// the element-wise parts are single IEEE operations either way. `squares` is a [rows, n] f32 buffer.
+void rms_norm(const bf16* x, const bf16* weight, bf16* out, at::Tensor& squares, int64_t rows, int64_t n,
+              float eps) {
+  float* sq = squares.data_ptr<float>();
+  for (int64_t i = 0; i < rows * n; ++i) {
+    const float v = static_cast<float>(x[i]);
+    sq[i] = v * v;
+  }
+  const at::Tensor sums = at::sum(squares, {-1});
+  const float* sp = sums.data_ptr<float>();
   for (int64_t r = 0; r < rows; ++r) {
     const bf16* xr = x + r * n;
-    float sum = 0.f;
-#pragma omp simd reduction(+ : sum)
-    for (int64_t i = 0; i < n; ++i) {
-      const float v = static_cast<float>(xr[i]);
-      sum += v * v;
-    }
-    const float inv = 1.f / std::sqrt(sum / static_cast<float>(n) + eps);
+    const float inv = 1.f / std::sqrt(sp[r] / static_cast<float>(n) + eps);
     bf16* o = out + r * n;
     for (int64_t i = 0; i < n; ++i)
       o[i] = static_cast<bf16>(static_cast<float>(weight[i]) * round_bf16(static_cast<float>(xr[i]) * inv));
@@ -54,9 +58,10 @@ void rms_norm(const bf16* x, const bf16* weight, bf16* out, int64_t rows, int64_
 }
 
 // x += h (bf16 + bf16, rounded once), then out = rms_norm(x).
-void add_rms_norm(bf16* x, const bf16* h, const bf16* weight, bf16* out, int64_t rows, int64_t n, float eps) {
+void add_rms_norm(bf16* x, const bf16* h, const bf16* weight, bf16* out, at::Tensor& squares, int64_t rows,
+                  int64_t n, float eps) {
   for (int64_t i = 0; i < rows * n; ++i) x[i] = static_cast<bf16>(static_cast<float>(x[i]) + static_cast<float>(h[i]));
-  rms_norm(x, weight, out, rows, n, eps);
+  rms_norm(x, weight, out, squares, rows, n, eps);
 }
 
 // One head of D values rotated in place: x*cos + roll(x, D/2)*sin, each product and the sum rounded
@@ -103,6 +108,7 @@ at::Tensor decode_layers(const at::Tensor& x_in, at::TensorList norms, at::IntAr
   at::Tensor x = x_in.clone();  // the residual stream, updated in place
   at::Tensor h = at::empty_like(x);
   at::Tensor q = at::empty({B, H, D}, x.options().dtype(at::kFloat));
+  at::Tensor squares = at::empty({B, hidden}, x.options().dtype(at::kFloat));
   std::vector<float> scratch(static_cast<size_t>(D));
   const int64_t* sp = slots.contiguous().data_ptr<int64_t>();
   at::Tensor cosc = cos.contiguous(), sinc = sin.contiguous();
@@ -111,7 +117,7 @@ at::Tensor decode_layers(const at::Tensor& x_in, at::TensorList norms, at::IntAr
   const int64_t qkv_width = (H + 2 * KVH) * D;
   for (int64_t l = 0; l < L; ++l) {
     bf16* xp = x.data_ptr<bf16>();
-    rms_norm(xp, norms[2 * l].data_ptr<bf16>(), h.data_ptr<bf16>(), B, hidden, static_cast<float>(eps));
+    rms_norm(xp, norms[2 * l].data_ptr<bf16>(), h.data_ptr<bf16>(), squares, B, hidden, static_cast<float>(eps));
     const int64_t j = 4 * l;
     at::Tensor qkv = linear(h, kinds[j], groups[j], weights[j], scales[j], biases[j]);
     TORCH_CHECK(qkv.size(1) == qkv_width, "decode_layers: QKV width ", qkv.size(1), " != ", qkv_width);
@@ -135,20 +141,18 @@ at::Tensor decode_layers(const at::Tensor& x_in, at::TensorList norms, at::IntAr
     at::Tensor att = decode_attention(q, kc, vc, table, lens, scale, windows[l], 0.0)
                          .to(at::kBFloat16).view({B, H * D});
     at::Tensor o = linear(att, kinds[j + 1], groups[j + 1], weights[j + 1], scales[j + 1], biases[j + 1]);
-    add_rms_norm(xp, o.data_ptr<bf16>(), norms[2 * l + 1].data_ptr<bf16>(), h.data_ptr<bf16>(), B, hidden,
+    add_rms_norm(xp, o.data_ptr<bf16>(), norms[2 * l + 1].data_ptr<bf16>(), h.data_ptr<bf16>(), squares, B, hidden,
                  static_cast<float>(eps));
     at::Tensor gu = linear(h, kinds[j + 2], groups[j + 2], weights[j + 2], scales[j + 2], biases[j + 2]);
     const int64_t inter = gu.size(1) / 2;
-    at::Tensor act = at::empty({B, inter}, x.options());
-    bf16* gp = gu.data_ptr<bf16>();
+    // SiLU through ATen (its vectorised exp: the eager rounding), x up in place of the gate's result.
+    at::Tensor act = at::silu(gu.narrow(1, 0, inter));
+    const bf16* gp = gu.data_ptr<bf16>();
     bf16* ap = act.data_ptr<bf16>();
-    for (int64_t b = 0; b < B; ++b) {
-      for (int64_t i = 0; i < inter; ++i) {
-        const float g = static_cast<float>(gp[b * 2 * inter + i]);
-        const float s = round_bf16(g / (1.f + std::exp(-g)));  // F.silu on bf16: f32 inside, rounded
-        ap[b * inter + i] = static_cast<bf16>(s * static_cast<float>(gp[b * 2 * inter + inter + i]));
-      }
-    }
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t i = 0; i < inter; ++i)
+        ap[b * inter + i] = static_cast<bf16>(static_cast<float>(ap[b * inter + i]) *
+                                              static_cast<float>(gp[b * 2 * inter + inter + i]));
     at::Tensor d = linear(act, kinds[j + 3], groups[j + 3], weights[j + 3], scales[j + 3], biases[j + 3]);
     const bf16* dp = d.data_ptr<bf16>();
     for (int64_t i = 0; i < B * hidden; ++i) xp[i] = static_cast<bf16>(static_cast<float>(xp[i]) + static_cast<float>(dp[i]));

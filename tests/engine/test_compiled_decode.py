@@ -21,7 +21,7 @@ COMPILE_TIMEOUT_S = 600
 
 
 def _compiled_llm(**options) -> LLM:
-    llm = LLM(compile=True, **options)
+    llm = LLM(compile=True, native_decode=False, **options)
     assert llm.core.compiled is not None
     assert llm.core.compiled.wait(COMPILE_TIMEOUT_S), f"compile failed: {llm.core.compiled.failed!r}"
     return llm
