@@ -87,7 +87,7 @@ def test_compile_failure_leaves_the_eager_path(monkeypatch):
         raise RuntimeError("inductor is broken")
 
     monkeypatch.setattr(CompiledDecode, "_run_synthetic", broken)
-    llm = LLM(compile=True)
+    llm = LLM(compile=True, native_decode=False)
     assert not llm.core.compiled.wait(60)
     assert "inductor is broken" in repr(llm.core.compiled.failed)
     out = llm.generate("The capital of France is", SamplingParams(temperature=0, max_tokens=8))[0]
