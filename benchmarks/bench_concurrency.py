@@ -14,11 +14,12 @@ aggregate tok/s at 8 and 32, peak RSS, and quality = teacher-forced top-1 agreem
 reference (the GGUF dequantized to fp32 in our engine, `isq="none"`) over 512 positions of a fixed
 text, for us and for llama.cpp (its logits with logits_all=True).
 
-Our variants: `ours` is the default (GGUF weights kept quantized, bf16 activations, compiled decode
-step; the measurement starts once compiling is done, its time is reported apart), `ours-eager` the
-same without compiling, `ours-f32` the dense fp32 reference path.
+Our variants: `ours` is the default (GGUF weights kept quantized, bf16 activations, the native decode
+step: every layer of a decode batch in one C++ call, nothing compiled), `ours-compiled` the same with
+torch.compile's decode step instead (the measurement starts once compiling is done, its time is
+reported apart), `ours-eager` neither, `ours-f32` the dense fp32 reference path.
 
-    .venv/bin/python benchmarks/bench_concurrency.py --threads 2                 # ours, ours-eager, peers
+    .venv/bin/python benchmarks/bench_concurrency.py --threads 2                 # ours, ours-compiled, peers
     .venv/bin/python benchmarks/bench_concurrency.py --engines ours,llamacpp --levels 1,8 --json conc.json
 """
 
@@ -50,13 +51,15 @@ from agent_runtime.bench import (  # noqa: E402
 
 # Each prompt starts with its own word of FIRST_WORDS (words whose first token is taken are skipped):
 # 1 warm-up prompt + sum(levels) measured ones.
-ENGINES = ("ours", "ours-eager", "ours-f32", "mistralrs", "llamacpp", "hf")
-DEFAULT_ENGINES = "ours,ours-eager,mistralrs,llamacpp"
-LABELS = {"ours": "ours (quantized, compiled)", "ours-eager": "ours (quantized, eager)",
-          "ours-f32": "ours (fp32 dense)", "mistralrs": "mistralrs", "llamacpp": "llama-cpp-python",
+ENGINES = ("ours", "ours-compiled", "ours-eager", "ours-f32", "mistralrs", "llamacpp", "hf")
+DEFAULT_ENGINES = "ours,ours-compiled,mistralrs,llamacpp"
+LABELS = {"ours": "ours (quantized, native)", "ours-compiled": "ours (quantized, compiled)",
+          "ours-eager": "ours (quantized, eager)", "ours-f32": "ours (fp32 dense)", "mistralrs": "mistralrs", "llamacpp": "llama-cpp-python",
           "hf": "HF transformers (fp32)"}
 # EngineConfig options of our variants (compile waits for the background compile before measuring)
-OURS = {"ours": {}, "ours-eager": {"compile": False}, "ours-f32": {"dtype": "f32", "isq": "none", "compile": False}}
+OURS = {"ours": {}, "ours-compiled": {"native_decode": False},
+        "ours-eager": {"compile": False, "native_decode": False},
+        "ours-f32": {"dtype": "f32", "isq": "none", "compile": False}}
 # Highest level a slow peer runs: mistralrs prefills ~42 tok/s on this model and takes its requests
 # one at a time, so 32 x 512-token prompts would take ~7 minutes.
 MAX_LEVEL = {"mistralrs": 8, "hf": 8}

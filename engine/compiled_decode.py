@@ -12,7 +12,8 @@ Inductor rounds intermediates as eager does (`emulate_precision_casts`); its fus
 (RMSNorm's mean) may still round differently, so compiled and eager logits agree to bf16
 rounding (fp32: greedy tokens identical; tested). The eager path stays the
 reference; `compile=False` (`--no-compile`) keeps it alone. CPU only: on CUDA, decode steps replay CUDA
-graphs instead (engine/cuda_graphs.py).
+graphs instead (engine/cuda_graphs.py). Where the native C++ step fits (engine/native_decode.py:
+Llama-style quantized models) it runs instead and nothing is compiled; this serves the others.
 """
 
 from __future__ import annotations
