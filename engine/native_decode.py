@@ -77,7 +77,7 @@ class NativeDecode:
             for name in _LINEARS:
                 linear = layer.get_submodule(name)
                 if isinstance(linear, Int4Linear):
-                    self.kinds.append(cpu_decode_step.INT4)
+                    self.kinds.append(cpu_decode_step.INT4 if linear.layout == "aten" else cpu_decode_step.INT4_AGENT)
                     self.groups.append(linear.group)
                     self.weights.append(linear.packed)
                     self.scales.append(linear.scales_zeros)

@@ -1,8 +1,9 @@
 """Quantized linear layers on PyTorch's weight-only CPU kernels, each with its dense reference.
 
-- `Int4Linear`: 4-bit codes in groups of 32-256 input columns, packed for
-  `aten._weight_int4pack_mm_for_cpu` (w = (q - 8) * scale + zero, so GGUF Q4_0/Q4_1/Q4_K map
-  exactly: zero = offset + 8 * scale).
+- `Int4Linear`: 4-bit codes in groups of 32-256 input columns, w = (q - 8) * scale + zero (so GGUF
+  Q4_0/Q4_1/Q4_K map exactly: zero = offset + 8 * scale), packed for our AVX512-BF16 kernel
+  (agent_kernels/cpu_int4_matmul.py: ~2x PyTorch's at 1-512 rows) where the CPU has it, else for
+  `aten._weight_int4pack_mm_for_cpu`.
 - `Int8Linear`: 8-bit codes with one scale per output row, for `aten._weight_int8pack_mm`.
 
 Both kernels want bf16 activations to be fast (int8 with fp32 activations takes an ~8x slower
@@ -18,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from agent_kernels import cpu_int4_matmul
 from engine.quant.group_quant import GroupQuant
 from engine.quant.isq import quantize_int8
 
@@ -67,7 +69,13 @@ class Int4Linear(QuantLinear):
             raise ValueError(f"weight {gq.shape} (group {gq.group}, {gq.bits}-bit) does not fit the int4 kernel")
         super().__init__(*gq.shape, bias)
         self.group = gq.group
-        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(gq.codes.to(torch.int32), 1)
+        # "agent": cpu_int4_matmul's layout and kernel (bf16 activations); "aten": PyTorch's (f32
+        # activations, CPUs without AVX512-BF16).
+        self.layout = "agent" if dtype == torch.bfloat16 and cpu_int4_matmul.enabled() else "aten"
+        if self.layout == "agent":
+            packed = cpu_int4_matmul.pack(gq.codes)
+        else:
+            packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(gq.codes.to(torch.int32), 1)
         zero = gq.offset + 8 * gq.scale
         scales_zeros = torch.stack([gq.scale, zero], dim=-1).transpose(0, 1).contiguous().to(dtype)
         self.register_buffer("packed", packed)
@@ -77,12 +85,19 @@ class Int4Linear(QuantLinear):
         if not (self.use_kernel and _kernel_ok(x)):
             return self.reference(x)
         flat = x.reshape(-1, self.in_features).contiguous()  # the int4 kernel refuses strided activations
+        if self.layout == "agent":
+            if x.dtype != torch.bfloat16 or self.scales_zeros.dtype != torch.bfloat16:
+                return self.reference(x)
+            out = cpu_int4_matmul.int4_mm(flat, self.packed, self.group, self.scales_zeros)
+            return self._finish(out, x)
         sz = self.scales_zeros if self.scales_zeros.dtype == x.dtype else self.scales_zeros.to(x.dtype)
         out = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self.packed, self.group, sz)
         return self._finish(out, x)
 
     def dequantize(self) -> torch.Tensor:
-        """The float32 weight [O, I] (the kernel applied to the identity: exact, and layout-agnostic)."""
+        """The float32 weight [O, I] (PyTorch's layout: its kernel applied to the identity, exact)."""
+        if self.layout == "agent":
+            return cpu_int4_matmul.dequantize(self.packed.cpu(), self.scales_zeros.cpu(), self.group)
         eye = torch.eye(self.in_features, dtype=torch.float32)
         sz = self.scales_zeros.float()
         return torch.ops.aten._weight_int4pack_mm_for_cpu(eye, self.packed.cpu(), self.group, sz.cpu()).t().contiguous()

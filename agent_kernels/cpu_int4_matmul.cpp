@@ -1,0 +1,191 @@
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+#include <c10/util/BFloat16.h>
+#include <algorithm>
+#include <cstring>
+#include <vector>
+#if defined(__AVX512BF16__) && defined(__AVX512BW__)
+#include <immintrin.h>
+#define AGENT_INT4_BF16 1
+#endif
+
+// Weight-only int4 matmul for bf16 activations on CPUs with AVX512-BF16: y = x W^T, with
+// W[n, k] = (q[n, k] - 8) * scale[g, n] + zero[g, n] for the group g = k / group (the convention of
+// aten::_weight_int4pack_mm_for_cpu, whose scales_zeros tensor [K / group, N, 2] bf16 it takes as is).
+//
+// Why not PyTorch's kernel: it dequantizes to fp32 and multiplies with fp32 FMAs, once per block of
+// 4 rows, so 8 decode rows cost 2.6x one row. Here each 16-column tile of codes is widened to bf16
+// once (a table lookup, exact: codes are 0..15) and shared by up to 8 rows, and the products run on
+// vdpbf16ps (two multiply-adds a lane, fp32 accumulation): per group
+//   y += scale * sum_k x_k q_k + (zero - 8 scale) * sum_k x_k,
+// the same value as the dequantized weight's up to fp32 rounding (not bit-equal to PyTorch's kernel).
+//
+// Packed layout (cpu_int4_matmul.py packs it): [N / 16, K / 4, 32] uint8. For the 16-column tile t and
+// the four input columns k = 4c .. 4c+3, byte 2n + j (n the column in the tile, j = 0, 1) holds
+// q[16t + n, 4c + j] in its low nibble and q[16t + n, 4c + 2 + j] in its high nibble: zero-extending
+// the 32 bytes to 16-bit lanes and masking (or shifting) gives the two [16 columns x 2 k] pairs that
+// vdpbf16ps multiplies with a broadcast pair of x.
+
+namespace {
+
+using bf16 = c10::BFloat16;
+
+#ifdef AGENT_INT4_BF16
+
+// Rows [0, rows) of x (rows <= MB) times the tiles [t0, t0 + tiles) (tiles <= NT).
+template <int MB, int NT>
+void tile_block(const bf16* x, int64_t ldx, const float* xsum, int64_t groups, const uint8_t* w, int64_t K,
+                const bf16* sz, int64_t N, int64_t t0, int64_t tiles, int64_t rows, int64_t group, bf16* out,
+                int64_t ldo) {
+  alignas(64) uint16_t table_words[32];
+  for (int i = 0; i < 32; ++i) {
+    const bf16 v(static_cast<float>(i & 15));
+    std::memcpy(&table_words[i], &v, 2);
+  }
+  const __m512i table = _mm512_load_si512(table_words);
+  const __m512i low = _mm512_set1_epi16(0x0F);
+  const __m512i high_half = _mm512_set1_epi32(static_cast<int>(0xFFFF0000u));
+  const __m512 minus8 = _mm512_set1_ps(-8.f);
+  const int64_t quads = group / 4;
+  const int64_t tile_bytes = K * 8;
+  __m512 acc[MB][NT];
+  for (int m = 0; m < MB; ++m)
+    for (int t = 0; t < NT; ++t) acc[m][t] = _mm512_setzero_ps();
+  for (int64_t g = 0; g < groups; ++g) {
+    __m512 part[MB][NT];
+    for (int m = 0; m < MB; ++m)
+      for (int t = 0; t < NT; ++t) part[m][t] = _mm512_setzero_ps();
+    for (int64_t c = 0; c < quads; ++c) {
+      const int64_t quad = g * quads + c;
+      __m512bh wl[NT], wh[NT];
+      for (int t = 0; t < NT; ++t) {
+        if (t >= tiles) break;
+        const __m256i bytes =
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + (t0 + t) * tile_bytes + quad * 32));
+        const __m512i words = _mm512_cvtepu8_epi16(bytes);
+        wl[t] = (__m512bh)_mm512_permutexvar_epi16(_mm512_and_si512(words, low), table);
+        wh[t] = (__m512bh)_mm512_permutexvar_epi16(_mm512_srli_epi16(words, 4), table);
+      }
+      for (int m = 0; m < MB; ++m) {
+        if (m >= rows) break;
+        int32_t pair_lo, pair_hi;
+        std::memcpy(&pair_lo, x + m * ldx + quad * 4, 4);
+        std::memcpy(&pair_hi, x + m * ldx + quad * 4 + 2, 4);
+        const __m512bh xl = (__m512bh)_mm512_set1_epi32(pair_lo);
+        const __m512bh xh = (__m512bh)_mm512_set1_epi32(pair_hi);
+        for (int t = 0; t < NT; ++t) {
+          if (t >= tiles) break;
+          part[m][t] = _mm512_dpbf16_ps(part[m][t], xl, wl[t]);
+          part[m][t] = _mm512_dpbf16_ps(part[m][t], xh, wh[t]);
+        }
+      }
+    }
+    for (int t = 0; t < NT; ++t) {
+      if (t >= tiles) break;
+      // 16 (scale, zero) bf16 pairs: a pair is one 32-bit lane, scale in its low half.
+      const __m512i pairs = _mm512_loadu_si512(sz + (g * N + (t0 + t) * 16) * 2);
+      const __m512 scale = _mm512_castsi512_ps(_mm512_slli_epi32(pairs, 16));
+      const __m512 zero = _mm512_castsi512_ps(_mm512_and_si512(pairs, high_half));
+      const __m512 offset = _mm512_fmadd_ps(minus8, scale, zero);
+      for (int m = 0; m < MB; ++m) {
+        if (m >= rows) break;
+        acc[m][t] = _mm512_fmadd_ps(part[m][t], scale, acc[m][t]);
+        acc[m][t] = _mm512_fmadd_ps(_mm512_set1_ps(xsum[m * groups + g]), offset, acc[m][t]);
+      }
+    }
+  }
+  for (int m = 0; m < MB; ++m) {
+    if (m >= rows) break;
+    for (int t = 0; t < NT; ++t) {
+      if (t >= tiles) break;
+      const __m256bh v = _mm512_cvtneps_pbh(acc[m][t]);  // round to nearest even, as a bf16 cast
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + m * ldo + (t0 + t) * 16), (__m256i)v);
+    }
+  }
+}
+
+// Rows of one m-block: tile counts per call chosen so that 16-24 accumulators stay in registers.
+void rows_block(const bf16* x, int64_t ldx, const float* xsum, int64_t groups, const uint8_t* w, int64_t K,
+                const bf16* sz, int64_t N, int64_t t0, int64_t t1, int64_t rows, int64_t group, bf16* out) {
+  const int64_t nt = rows <= 2 ? 4 : rows <= 4 ? 2 : 1;
+  for (int64_t t = t0; t < t1; t += nt) {
+    const int64_t tiles = std::min(nt, t1 - t);
+    if (rows == 1)
+      tile_block<1, 4>(x, ldx, xsum, groups, w, K, sz, N, t, tiles, rows, group, out, N);
+    else if (rows == 2)
+      tile_block<2, 4>(x, ldx, xsum, groups, w, K, sz, N, t, tiles, rows, group, out, N);
+    else if (rows <= 4)
+      tile_block<4, 2>(x, ldx, xsum, groups, w, K, sz, N, t, tiles, rows, group, out, N);
+    else
+      tile_block<8, 1>(x, ldx, xsum, groups, w, K, sz, N, t, tiles, rows, group, out, N);
+  }
+}
+
+#endif  // AGENT_INT4_BF16
+
+bool int4_supported() {
+#ifdef AGENT_INT4_BF16
+  return true;
+#else
+  return false;
+#endif
+}
+
+}  // namespace
+
+// Also called by cpu_decode_step.cpp.
+at::Tensor agent_int4_mm(const at::Tensor& x, const at::Tensor& packed, int64_t group, const at::Tensor& scales_zeros) {
+  TORCH_CHECK(int4_supported(), "int4_mm: this build has no AVX512-BF16 (use aten::_weight_int4pack_mm_for_cpu)");
+  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kBFloat16 && x.is_contiguous() && x.device().is_cpu(),
+              "int4_mm: x must be a contiguous 2-D bf16 CPU tensor, got ", x.sizes(), " ", x.scalar_type());
+  TORCH_CHECK(packed.dim() == 3 && packed.scalar_type() == at::kByte && packed.size(2) == 32 && packed.is_contiguous(),
+              "int4_mm: packed weight must be uint8 [N/16, K/4, 32], got ", packed.sizes(), " ", packed.scalar_type());
+  const int64_t M = x.size(0), K = x.size(1), N = packed.size(0) * 16;
+  TORCH_CHECK(packed.size(1) * 4 == K, "int4_mm: packed weight covers ", packed.size(1) * 4, " input columns, x has ", K);
+  TORCH_CHECK(group % 4 == 0 && group > 0 && K % group == 0, "int4_mm: group ", group, " must divide K=", K,
+              " and be a multiple of 4");
+  const int64_t groups = K / group;
+  TORCH_CHECK(scales_zeros.scalar_type() == at::kBFloat16 && scales_zeros.is_contiguous() &&
+                  scales_zeros.dim() == 3 && scales_zeros.size(0) == groups && scales_zeros.size(1) == N &&
+                  scales_zeros.size(2) == 2,
+              "int4_mm: scales_zeros must be contiguous bf16 [", groups, ", ", N, ", 2], got ", scales_zeros.sizes(),
+              " ", scales_zeros.scalar_type());
+  at::Tensor out = at::empty({M, N}, x.options());
+  if (M == 0 || N == 0) return out;
+#ifdef AGENT_INT4_BF16
+  // Per row and group, the sum of x (fp32) for the zero term.
+  std::vector<float> xsum(M * groups);
+  const bf16* xp = x.data_ptr<bf16>();
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t g = 0; g < groups; ++g) {
+      float s = 0.f;
+      for (int64_t k = g * group; k < (g + 1) * group; ++k) s += static_cast<float>(xp[m * K + k]);
+      xsum[m * groups + g] = s;
+    }
+  const uint8_t* w = packed.data_ptr<uint8_t>();
+  const bf16* sz = scales_zeros.data_ptr<bf16>();
+  bf16* op = out.data_ptr<bf16>();
+  constexpr int64_t MB = 8;
+  const int64_t tiles = N / 16, mblocks = (M + MB - 1) / MB;
+  // Work items: (m-block, run of tiles); runs of 4 tiles keep a thread's codes contiguous.
+  constexpr int64_t RUN = 4;
+  const int64_t runs = (tiles + RUN - 1) / RUN;
+  at::parallel_for(0, mblocks * runs, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t mb = item / runs, run = item % runs;
+      const int64_t m0 = mb * MB, rows = std::min(MB, M - m0);
+      const int64_t t0 = run * RUN, t1 = std::min(tiles, t0 + RUN);
+      rows_block(xp + m0 * K, K, xsum.data() + m0 * groups, groups, w, K, sz, N, t0, t1, rows, group,
+                 op + m0 * N);
+    }
+  });
+#endif
+  return out;
+}
+
+TORCH_LIBRARY_FRAGMENT(agent_runtime_cpu, m) {
+  m.def("int4_mm(Tensor x, Tensor packed, int group, Tensor scales_zeros) -> Tensor");
+  m.def("int4_supported() -> bool", &int4_supported);
+}
+
+TORCH_LIBRARY_IMPL(agent_runtime_cpu, CPU, m) { m.impl("int4_mm", &agent_int4_mm); }
