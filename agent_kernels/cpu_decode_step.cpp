@@ -8,7 +8,7 @@
 // models (pre-norm RMSNorm weight * x, fused QKV, rotary in the half-split layout, GQA attention over
 // the paged cache, fused gate/up SiLU MLP) whose linears are PyTorch's packed int4 or int8 CPU
 // weights and whose activations are bf16. The matmuls and the attention are the same kernels the eager
-// path calls (cpu_int4_matmul.cpp's int4 or aten::_weight_int4pack_mm_for_cpu, aten::_weight_int8pack_mm,
+// path calls (cpu_quant_matmul.cpp's int4/int8 or aten::_weight_int4pack_mm_for_cpu / aten::_weight_int8pack_mm,
 // and decode_attention of
 // cpu_decode_attention.cpp); the small element-wise work between them (norms, rotary, residuals,
 // x up, the KV write) is plain loops here, each rounding to bf16 where the eager path's torch ops do,
@@ -18,6 +18,7 @@
 // engine/native_decode.py checks a model fits and flattens its weights for this call.
 
 at::Tensor agent_int4_mm(const at::Tensor& x, const at::Tensor& packed, int64_t group, const at::Tensor& scales_zeros);
+at::Tensor agent_int8_mm(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scale);
 at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& kc, const at::Tensor& vc, const at::Tensor& table,
                             const at::Tensor& lens, double scale, int64_t window, double softcap);
 
@@ -27,13 +28,14 @@ using bf16 = c10::BFloat16;
 
 inline float round_bf16(float v) { return static_cast<float>(static_cast<bf16>(v)); }
 
-enum Kind : int64_t { INT4 = 0, INT8 = 1, INT4_AGENT = 2 };
+enum Kind : int64_t { INT4 = 0, INT8 = 1, INT4_AGENT = 2, INT8_AGENT = 3 };
 
 // One linear of a layer: y = x W^T (+ bias), x [B, in] bf16 contiguous.
 at::Tensor linear(const at::Tensor& x, int64_t kind, int64_t group, const at::Tensor& weight, const at::Tensor& scales,
                   const at::Tensor& bias) {
   at::Tensor out = kind == INT4         ? at::_weight_int4pack_mm_for_cpu(x, weight, group, scales)
                    : kind == INT4_AGENT ? agent_int4_mm(x, weight, group, scales)
+                   : kind == INT8_AGENT ? agent_int8_mm(x, weight, scales)
                                         : at::_weight_int8pack_mm(x, weight, scales);
   if (bias.numel() > 0) out.add_(bias);  // eager: out + bias, in bf16 (one rounding either way)
   return out;

@@ -3,7 +3,7 @@
 The op `agent_runtime_cpu::decode_layers` runs every layer of a Llama-style decoder for a decode
 batch: RMSNorm, fused QKV, rotary, the KV write, paged attention (cpu_decode_attention.cpp), o_proj,
 residual + RMSNorm, gate/up, SiLU x up, down, residual; its matmuls are the kernels the eager
-Int4Linear / Int8Linear call (cpu_int4_matmul.cpp's or PyTorch's packed int4, PyTorch's int8). Its definition of correct is the eager model (engine/models/decoder.py), which
+Int4Linear / Int8Linear call (cpu_quant_matmul.cpp's or PyTorch's packed int4 and int8). Its definition of correct is the eager model (engine/models/decoder.py), which
 engine/native_decode.py checks a model against before flattening its weights for this call.
 """
 
@@ -13,10 +13,10 @@ import torch
 
 from agent_kernels.cpu_extension import available, load
 
-__all__ = ["INT4", "INT4_AGENT", "INT8", "available", "decode_layers", "load"]
+__all__ = ["INT4", "INT4_AGENT", "INT8", "INT8_AGENT", "available", "decode_layers", "load"]
 
-# Linear kinds, as the C++ code numbers them: PyTorch's packed int4, int8, and cpu_int4_matmul's int4.
-INT4, INT8, INT4_AGENT = 0, 1, 2
+# Linear kinds, as the C++ code numbers them: PyTorch's packed int4 and int8, cpu_quant_matmul's int4 and int8.
+INT4, INT8, INT4_AGENT, INT8_AGENT = 0, 1, 2, 3
 
 
 def decode_layers(x: torch.Tensor, norms: list[torch.Tensor], kinds: list[int], groups: list[int],

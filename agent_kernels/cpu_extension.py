@@ -1,8 +1,8 @@
 """The C++ CPU extension `agent_runtime_cpu`: built on first use, then loaded from torch's cache.
 
 One extension holds the CPU kernels that PyTorch lacks (cpu_decode_attention.cpp: paged decode
-attention; cpu_decode_step.cpp: a whole decode step's layers; cpu_int4_matmul.cpp: int4 weights
-times bf16 activations on AVX512-BF16), built together by
+attention; cpu_decode_step.cpp: a whole decode step's layers; cpu_quant_matmul.cpp: int4 and
+int8 weights times bf16 activations on AVX512-BF16), built together by
 torch.utils.cpp_extension with gcc and ninja (~40 s once per machine and source version, then
 cached in torch's extensions directory; 0.1 s to load) for this CPU (-march=native).
 Not Triton (the package's rule): Triton has no CPU backend in our wheels.
@@ -18,7 +18,7 @@ import torch
 
 log = logging.getLogger(__name__)
 _HERE = Path(__file__).parent
-SOURCES = (_HERE / "cpu_decode_attention.cpp", _HERE / "cpu_decode_step.cpp", _HERE / "cpu_int4_matmul.cpp")
+SOURCES = (_HERE / "cpu_decode_attention.cpp", _HERE / "cpu_decode_step.cpp", _HERE / "cpu_quant_matmul.cpp")
 _lock = threading.Lock()
 _state: dict[str, bool] = {}  # "loaded": True / False once load() has run
 
@@ -51,4 +51,5 @@ _FAKES = {
     "decode_attention": lambda q, *args: torch.empty_like(q),
     "decode_layers": lambda x, *args: torch.empty_like(x),
     "int4_mm": lambda x, packed, group, scales_zeros: x.new_empty(x.shape[0], packed.shape[0] * 16),
+    "int8_mm": lambda x, packed, scale: x.new_empty(x.shape[0], packed.shape[0] * 16),
 }

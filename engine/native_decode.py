@@ -82,7 +82,7 @@ class NativeDecode:
                     self.weights.append(linear.packed)
                     self.scales.append(linear.scales_zeros)
                 else:
-                    self.kinds.append(cpu_decode_step.INT8)
+                    self.kinds.append(cpu_decode_step.INT8 if linear.layout == "aten" else cpu_decode_step.INT8_AGENT)
                     self.groups.append(0)
                     self.weights.append(linear.weight_int8)
                     self.scales.append(linear.scale)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from engine.quant import int8_codes
 from engine.quant.group_quant import GroupQuant
 from engine.quant.isq import quantize_int8
 
@@ -18,21 +19,22 @@ class Int8Embedding(nn.Module):
             gq = quantize_int8(gq)
         self.num_embeddings, self.embedding_dim = gq.shape
         self.dtype = dtype
-        self.register_buffer("weight_int8", gq.codes.contiguous())
+        codes, self.layout = int8_codes.store(gq.codes, dtype)  # engine/quant/int8_codes.py
+        self.register_buffer("weight_int8", codes)
         self.register_buffer("scale", gq.scale[:, 0].to(dtype).contiguous())
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.weight_int8[ids].to(self.dtype) * self.scale[ids, None]
+        return int8_codes.rows(self.weight_int8, self.layout, ids).to(self.dtype) * self.scale[ids, None]
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type != "cpu" or self.embedding_dim % 16:
+        if x.device.type != "cpu" or self.embedding_dim % 16 or (self.layout == "agent" and x.dtype != torch.bfloat16):
             return torch.nn.functional.linear(x, self.dequantize().to(x.dtype))
         scale = self.scale if self.scale.dtype == x.dtype else self.scale.to(x.dtype)
-        return torch.ops.aten._weight_int8pack_mm(x.contiguous(), self.weight_int8, scale)
+        return int8_codes.matmul(x, self.weight_int8, self.layout, scale)
 
     def weight_rows(self, index: torch.Tensor) -> torch.Tensor:
         """fp32 rows `index` of the weight (any index shape; a trailing hidden dimension is added)."""
-        return self.weight_int8[index].float() * self.scale[index].float()[..., None]
+        return int8_codes.rows(self.weight_int8, self.layout, index).float() * self.scale[index].float()[..., None]
 
     def dequantize(self) -> torch.Tensor:
-        return self.weight_int8.float() * self.scale.float()[:, None]
+        return int8_codes.dense(self.weight_int8, self.layout).float() * self.scale.float()[:, None]

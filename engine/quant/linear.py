@@ -2,9 +2,10 @@
 
 - `Int4Linear`: 4-bit codes in groups of 32-256 input columns, w = (q - 8) * scale + zero (so GGUF
   Q4_0/Q4_1/Q4_K map exactly: zero = offset + 8 * scale), packed for our AVX512-BF16 kernel
-  (agent_kernels/cpu_int4_matmul.py: ~2x PyTorch's at 1-512 rows) where the CPU has it, else for
+  (agent_kernels/cpu_quant_matmul.py: ~2x PyTorch's at 1-512 rows) where the CPU has it, else for
   `aten._weight_int4pack_mm_for_cpu`.
-- `Int8Linear`: 8-bit codes with one scale per output row, for `aten._weight_int8pack_mm`.
+- `Int8Linear`: 8-bit codes with one scale per output row, for the same kernel file's int8 matmul
+  or `aten._weight_int8pack_mm` (engine/quant/int8_codes.py holds the choice).
 
 Both kernels want bf16 activations to be fast (int8 with fp32 activations takes an ~8x slower
 path); the scales are kept in the activation dtype. Shapes a kernel rejects (the int4 packer
@@ -19,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agent_kernels import cpu_int4_matmul
+from agent_kernels import cpu_quant_matmul
+from engine.quant import int8_codes
 from engine.quant.group_quant import GroupQuant
 from engine.quant.isq import quantize_int8
 
@@ -69,11 +71,11 @@ class Int4Linear(QuantLinear):
             raise ValueError(f"weight {gq.shape} (group {gq.group}, {gq.bits}-bit) does not fit the int4 kernel")
         super().__init__(*gq.shape, bias)
         self.group = gq.group
-        # "agent": cpu_int4_matmul's layout and kernel (bf16 activations); "aten": PyTorch's (f32
+        # "agent": cpu_quant_matmul's layout and kernel (bf16 activations); "aten": PyTorch's (f32
         # activations, CPUs without AVX512-BF16).
-        self.layout = "agent" if dtype == torch.bfloat16 and cpu_int4_matmul.enabled() else "aten"
+        self.layout = "agent" if dtype == torch.bfloat16 and cpu_quant_matmul.enabled() else "aten"
         if self.layout == "agent":
-            packed = cpu_int4_matmul.pack(gq.codes)
+            packed = cpu_quant_matmul.pack_int4(gq.codes)
         else:
             packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(gq.codes.to(torch.int32), 1)
         zero = gq.offset + 8 * gq.scale
@@ -88,7 +90,7 @@ class Int4Linear(QuantLinear):
         if self.layout == "agent":
             if x.dtype != torch.bfloat16 or self.scales_zeros.dtype != torch.bfloat16:
                 return self.reference(x)
-            out = cpu_int4_matmul.int4_mm(flat, self.packed, self.group, self.scales_zeros)
+            out = cpu_quant_matmul.int4_mm(flat, self.packed, self.group, self.scales_zeros)
             return self._finish(out, x)
         sz = self.scales_zeros if self.scales_zeros.dtype == x.dtype else self.scales_zeros.to(x.dtype)
         out = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self.packed, self.group, sz)
@@ -97,7 +99,7 @@ class Int4Linear(QuantLinear):
     def dequantize(self) -> torch.Tensor:
         """The float32 weight [O, I] (PyTorch's layout: its kernel applied to the identity, exact)."""
         if self.layout == "agent":
-            return cpu_int4_matmul.dequantize(self.packed.cpu(), self.scales_zeros.cpu(), self.group)
+            return cpu_quant_matmul.dequantize_int4(self.packed.cpu(), self.scales_zeros.cpu(), self.group)
         eye = torch.eye(self.in_features, dtype=torch.float32)
         sz = self.scales_zeros.float()
         return torch.ops.aten._weight_int4pack_mm_for_cpu(eye, self.packed.cpu(), self.group, sz.cpu()).t().contiguous()
@@ -108,24 +110,25 @@ class Int8Linear(QuantLinear):
         if not (gq.bits == 8 and not gq.unsigned and gq.offset is None and gq.group == gq.shape[1]):
             gq = quantize_int8(gq)
         super().__init__(*gq.shape, bias)
-        self.register_buffer("weight_int8", gq.codes.contiguous())
+        codes, self.layout = int8_codes.store(gq.codes, dtype)  # engine/quant/int8_codes.py
+        self.register_buffer("weight_int8", codes)
         self.register_buffer("scale", gq.scale[:, 0].to(dtype).contiguous())
         self.kernel_shape_ok = self.in_features % 16 == 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.use_kernel and self.kernel_shape_ok and _kernel_ok(x)):
+        if not (self.use_kernel and self.kernel_shape_ok and _kernel_ok(x)) or (
+                self.layout == "agent" and x.dtype != torch.bfloat16):
             return self.reference(x)
         flat = x.reshape(-1, self.in_features)
         scale = self.scale if self.scale.dtype == x.dtype else self.scale.to(x.dtype)
-        out = torch.ops.aten._weight_int8pack_mm(flat.contiguous(), self.weight_int8, scale)
-        return self._finish(out, x)
+        return self._finish(int8_codes.matmul(flat, self.weight_int8, self.layout, scale), x)
 
     def dequantize(self) -> torch.Tensor:
-        return self.weight_int8.float() * self.scale.float()[:, None]
+        return int8_codes.dense(self.weight_int8, self.layout).float() * self.scale.float()[:, None]
 
     def weight_rows(self, index: torch.Tensor) -> torch.Tensor:
         """fp32 rows `index` of the weight (any index shape; a trailing in_features dimension is added)."""
-        return self.weight_int8[index].float() * self.scale[index].float()[..., None]
+        return int8_codes.rows(self.weight_int8, self.layout, index).float() * self.scale[index].float()[..., None]
 
 
 def build_linear(gq: GroupQuant, bias: torch.Tensor | None, dtype: torch.dtype, prefer_int4: bool) -> QuantLinear:

@@ -17,7 +17,7 @@ from engine.quant.embedding import Int8Embedding
 from engine.quant.gguf_blocks import decode_blocks
 from engine.quant.group_quant import GroupQuant
 from engine.quant.isq import quantize_int4, quantize_int8
-from agent_kernels import cpu_int4_matmul
+from agent_kernels import cpu_quant_matmul
 from engine.quant.linear import Int4Linear, Int8Linear, build_linear, int4_supported
 
 TOLERANCE = {torch.bfloat16: 1e-2, torch.float32: 1e-5}
@@ -75,7 +75,7 @@ def test_kernel_matches_dequantize_then_matmul(weights, name, kind, dtype, with_
     module = Int4Linear(gq, bias, dtype) if kind == "int4" else Int8Linear(gq, bias, dtype)
     assert module.use_kernel and (kind == "int4" or module.kernel_shape_ok)
     if kind == "int4":  # bf16 activations take our AVX512-BF16 kernel where the CPU has it
-        ours = dtype == torch.bfloat16 and cpu_int4_matmul.enabled()
+        ours = dtype == torch.bfloat16 and cpu_quant_matmul.enabled()
         assert module.layout == ("agent" if ours else "aten")
     check_kernel_against_dense(module, dtype, bias, f"{kind} {name}")
     # A leading batch dimension and strided activations give the same rows as the flat call.

@@ -6,10 +6,12 @@
 #include <vector>
 #if defined(__AVX512BF16__) && defined(__AVX512BW__)
 #include <immintrin.h>
-#define AGENT_INT4_BF16 1
+#define AGENT_QUANT_BF16 1
 #endif
 
-// Weight-only int4 matmul for bf16 activations on CPUs with AVX512-BF16: y = x W^T, with
+// Weight-only int4 and int8 matmuls for bf16 activations on CPUs with AVX512-BF16.
+//
+// int4: y = x W^T, with
 // W[n, k] = (q[n, k] - 8) * scale[g, n] + zero[g, n] for the group g = k / group (the convention of
 // aten::_weight_int4pack_mm_for_cpu, whose scales_zeros tensor [K / group, N, 2] bf16 it takes as is).
 //
@@ -20,7 +22,7 @@
 //   y += scale * sum_k x_k q_k + (zero - 8 scale) * sum_k x_k,
 // the same value as the dequantized weight's up to fp32 rounding (not bit-equal to PyTorch's kernel).
 //
-// Packed layout (cpu_int4_matmul.py packs it): [N / 16, K / 4, 32] uint8. For the 16-column tile t and
+// Packed layout (cpu_quant_matmul.py packs it): [N / 16, K / 4, 32] uint8. For the 16-column tile t and
 // the four input columns k = 4c .. 4c+3, byte 2n + j (n the column in the tile, j = 0, 1) holds
 // q[16t + n, 4c + j] in its low nibble and q[16t + n, 4c + 2 + j] in its high nibble: zero-extending
 // the 32 bytes to 16-bit lanes and masking (or shifting) gives the two [16 columns x 2 k] pairs that
@@ -30,7 +32,7 @@ namespace {
 
 using bf16 = c10::BFloat16;
 
-#ifdef AGENT_INT4_BF16
+#ifdef AGENT_QUANT_BF16
 
 // Rows [0, rows) of x (rows <= MB) times the tiles [t0, t0 + tiles) (tiles <= NT).
 template <int MB, int NT>
@@ -121,10 +123,70 @@ void rows_block(const bf16* x, int64_t ldx, const float* xsum, int64_t groups, c
   }
 }
 
-#endif  // AGENT_INT4_BF16
 
-bool int4_supported() {
-#ifdef AGENT_INT4_BF16
+// int8: y = (x q^T) * scale[n]. Packed [N / 16, K / 2, 32] int8: for tile t and input columns 2p, 2p+1,
+// byte 2n + j holds q[16t + n, 2p + j] (one [16 columns x 2 k] pair of vdpbf16ps per 32 bytes).
+template <int MB, int NT>
+void int8_block(const bf16* x, int64_t ldx, const int8_t* w, int64_t K, const bf16* scale, int64_t t0, int64_t tiles,
+                int64_t rows, bf16* out, int64_t ldo) {
+  const int64_t tile_bytes = K * 16;
+  __m512 acc[MB][NT];
+  for (int m = 0; m < MB; ++m)
+    for (int t = 0; t < NT; ++t) acc[m][t] = _mm512_setzero_ps();
+  for (int64_t p = 0; p < K / 2; ++p) {
+    __m512bh wv[NT];
+    for (int t = 0; t < NT; ++t) {
+      if (t >= tiles) break;
+      const int8_t* src = w + (t0 + t) * tile_bytes + p * 32;
+      // int8 -> fp32 -> bf16 is exact (|q| <= 128 needs 8 significant bits).
+      const __m512 lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src))));
+      const __m512 hi =
+          _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 16))));
+      wv[t] = _mm512_cvtne2ps_pbh(hi, lo);
+    }
+    for (int m = 0; m < MB; ++m) {
+      if (m >= rows) break;
+      int32_t pair;
+      std::memcpy(&pair, x + m * ldx + p * 2, 4);
+      const __m512bh xv = (__m512bh)_mm512_set1_epi32(pair);
+      for (int t = 0; t < NT; ++t) {
+        if (t >= tiles) break;
+        acc[m][t] = _mm512_dpbf16_ps(acc[m][t], xv, wv[t]);
+      }
+    }
+  }
+  for (int t = 0; t < NT; ++t) {
+    if (t >= tiles) break;
+    const __m512 s = _mm512_castsi512_ps(_mm512_slli_epi32(
+        _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(scale + (t0 + t) * 16))), 16));
+    for (int m = 0; m < MB; ++m) {
+      if (m >= rows) break;
+      const __m256bh v = _mm512_cvtneps_pbh(_mm512_mul_ps(acc[m][t], s));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + m * ldo + (t0 + t) * 16), (__m256i)v);
+    }
+  }
+}
+
+void int8_rows_block(const bf16* x, int64_t ldx, const int8_t* w, int64_t K, const bf16* scale, int64_t N, int64_t t0,
+                     int64_t t1, int64_t rows, bf16* out) {
+  const int64_t nt = rows <= 2 ? 4 : 2;
+  for (int64_t t = t0; t < t1; t += nt) {
+    const int64_t tiles = std::min(nt, t1 - t);
+    if (rows == 1)
+      int8_block<1, 4>(x, ldx, w, K, scale, t, tiles, rows, out, N);
+    else if (rows == 2)
+      int8_block<2, 4>(x, ldx, w, K, scale, t, tiles, rows, out, N);
+    else if (rows <= 4)
+      int8_block<4, 2>(x, ldx, w, K, scale, t, tiles, rows, out, N);
+    else
+      int8_block<8, 2>(x, ldx, w, K, scale, t, tiles, rows, out, N);
+  }
+}
+
+#endif  // AGENT_QUANT_BF16
+
+bool bf16_supported() {
+#ifdef AGENT_QUANT_BF16
   return true;
 #else
   return false;
@@ -135,7 +197,7 @@ bool int4_supported() {
 
 // Also called by cpu_decode_step.cpp.
 at::Tensor agent_int4_mm(const at::Tensor& x, const at::Tensor& packed, int64_t group, const at::Tensor& scales_zeros) {
-  TORCH_CHECK(int4_supported(), "int4_mm: this build has no AVX512-BF16 (use aten::_weight_int4pack_mm_for_cpu)");
+  TORCH_CHECK(bf16_supported(), "int4_mm: this build has no AVX512-BF16 (use aten::_weight_int4pack_mm_for_cpu)");
   TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kBFloat16 && x.is_contiguous() && x.device().is_cpu(),
               "int4_mm: x must be a contiguous 2-D bf16 CPU tensor, got ", x.sizes(), " ", x.scalar_type());
   TORCH_CHECK(packed.dim() == 3 && packed.scalar_type() == at::kByte && packed.size(2) == 32 && packed.is_contiguous(),
@@ -152,7 +214,7 @@ at::Tensor agent_int4_mm(const at::Tensor& x, const at::Tensor& packed, int64_t 
               " ", scales_zeros.scalar_type());
   at::Tensor out = at::empty({M, N}, x.options());
   if (M == 0 || N == 0) return out;
-#ifdef AGENT_INT4_BF16
+#ifdef AGENT_QUANT_BF16
   // Per row and group, the sum of x (fp32) for the zero term.
   std::vector<float> xsum(M * groups);
   const bf16* xp = x.data_ptr<bf16>();
@@ -183,9 +245,45 @@ at::Tensor agent_int4_mm(const at::Tensor& x, const at::Tensor& packed, int64_t 
   return out;
 }
 
-TORCH_LIBRARY_FRAGMENT(agent_runtime_cpu, m) {
-  m.def("int4_mm(Tensor x, Tensor packed, int group, Tensor scales_zeros) -> Tensor");
-  m.def("int4_supported() -> bool", &int4_supported);
+// Also called by cpu_decode_step.cpp.
+at::Tensor agent_int8_mm(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scale) {
+  TORCH_CHECK(bf16_supported(), "int8_mm: this build has no AVX512-BF16 (use aten::_weight_int8pack_mm)");
+  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kBFloat16 && x.is_contiguous() && x.device().is_cpu(),
+              "int8_mm: x must be a contiguous 2-D bf16 CPU tensor, got ", x.sizes(), " ", x.scalar_type());
+  TORCH_CHECK(packed.dim() == 3 && packed.scalar_type() == at::kChar && packed.size(2) == 32 && packed.is_contiguous(),
+              "int8_mm: packed weight must be int8 [N/16, K/2, 32], got ", packed.sizes(), " ", packed.scalar_type());
+  const int64_t M = x.size(0), K = x.size(1), N = packed.size(0) * 16;
+  TORCH_CHECK(packed.size(1) * 2 == K, "int8_mm: packed weight covers ", packed.size(1) * 2, " input columns, x has ", K);
+  TORCH_CHECK(scale.scalar_type() == at::kBFloat16 && scale.is_contiguous() && scale.dim() == 1 && scale.size(0) == N,
+              "int8_mm: scale must be contiguous bf16 [", N, "], got ", scale.sizes(), " ", scale.scalar_type());
+  at::Tensor out = at::empty({M, N}, x.options());
+  if (M == 0 || N == 0) return out;
+#ifdef AGENT_QUANT_BF16
+  const bf16* xp = x.data_ptr<bf16>();
+  const int8_t* w = packed.data_ptr<int8_t>();
+  const bf16* sp = scale.data_ptr<bf16>();
+  bf16* op = out.data_ptr<bf16>();
+  constexpr int64_t MB = 8, RUN = 4;
+  const int64_t tiles = N / 16, mblocks = (M + MB - 1) / MB, runs = (tiles + RUN - 1) / RUN;
+  at::parallel_for(0, mblocks * runs, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t mb = item / runs, run = item % runs;
+      const int64_t m0 = mb * MB, rows = std::min(MB, M - m0);
+      const int64_t t0 = run * RUN, t1 = std::min(tiles, t0 + RUN);
+      int8_rows_block(xp + m0 * K, K, w, K, sp, N, t0, t1, rows, op + m0 * N);
+    }
+  });
+#endif
+  return out;
 }
 
-TORCH_LIBRARY_IMPL(agent_runtime_cpu, CPU, m) { m.impl("int4_mm", &agent_int4_mm); }
+TORCH_LIBRARY_FRAGMENT(agent_runtime_cpu, m) {
+  m.def("int4_mm(Tensor x, Tensor packed, int group, Tensor scales_zeros) -> Tensor");
+  m.def("int8_mm(Tensor x, Tensor packed, Tensor scale) -> Tensor");
+  m.def("bf16_matmul_supported() -> bool", &bf16_supported);
+}
+
+TORCH_LIBRARY_IMPL(agent_runtime_cpu, CPU, m) {
+  m.impl("int4_mm", &agent_int4_mm);
+  m.impl("int8_mm", &agent_int8_mm);
+}

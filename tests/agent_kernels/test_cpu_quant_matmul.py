@@ -1,4 +1,4 @@
-"""The AVX512-BF16 int4 matmul (cpu_int4_matmul.cpp) against fp32 dequantize-then-matmul and PyTorch's kernel.
+"""The AVX512-BF16 int4 and int8 matmuls (cpu_quant_matmul.cpp) against fp32 dequantize-then-matmul and PyTorch's kernels.
 
 Skipped where the CPU lacks AVX512-BF16 (Int4Linear then packs for PyTorch's kernel instead).
 """
@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from agent_kernels import cpu_extension
-from agent_kernels import cpu_int4_matmul as kernel
+from agent_kernels import cpu_quant_matmul as kernel
 
 
 @pytest.fixture(scope="module", autouse=True)
 def supported():
     assert cpu_extension.load(), "the C++ extension did not build (gcc and ninja are project dependencies)"
-    if not torch.ops.agent_runtime_cpu.int4_supported():
+    if not torch.ops.agent_runtime_cpu.bf16_matmul_supported():
         pytest.skip("this CPU has no AVX512-BF16")
 
 
@@ -32,9 +32,9 @@ def _case(n: int, k: int, m: int, group: int, seed: int = 0):
 @pytest.mark.parametrize("n, k", [(16, 32), (48, 64), (80, 96), (960, 576), (576, 1536)])
 def test_pack_unpack_round_trip(n, k):
     codes = _case(n, k, 1, 32)[0]
-    packed = kernel.pack(codes)
+    packed = kernel.pack_int4(codes)
     assert packed.shape == (n // 16, k // 4, 32) and packed.dtype == torch.uint8
-    assert torch.equal(kernel.unpack(packed), codes.to(torch.uint8))
+    assert torch.equal(kernel.unpack_int4(packed), codes.to(torch.uint8))
 
 
 # Rows: every register block (1, 2, 3-4, 5-8) and remainders past 8; tiles: runs of 4 and their tails.
@@ -42,8 +42,8 @@ def test_pack_unpack_round_trip(n, k):
 @pytest.mark.parametrize("n, k, group", [(16, 64, 32), (48, 64, 32), (80, 128, 64), (112, 256, 128), (960, 576, 32)])
 def test_kernel_equals_fp32_reference(m, n, k, group):
     codes, sz, x = _case(n, k, m, group)
-    packed = kernel.pack(codes)
-    expected = (x.float() @ kernel.dequantize(packed, sz, group).t())
+    packed = kernel.pack_int4(codes)
+    expected = (x.float() @ kernel.dequantize_int4(packed, sz, group).t())
     got = kernel.int4_mm(x, packed, group, sz).float()
     # fp32 accumulation in a different order, then one bf16 rounding: within 1 bf16 step of the value.
     tolerance = expected.abs() * 2**-8 + 1e-3
@@ -52,11 +52,11 @@ def test_kernel_equals_fp32_reference(m, n, k, group):
 
 def test_dequantize_is_the_pytorch_convention():
     codes, sz, x = _case(64, 128, 3, 32)
-    packed = kernel.pack(codes)
+    packed = kernel.pack_int4(codes)
     torch_packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1)
     eye = torch.eye(128)
     theirs = torch.ops.aten._weight_int4pack_mm_for_cpu(eye, torch_packed, 32, sz.float()).t()
-    assert torch.allclose(kernel.dequantize(packed, sz, 32), theirs, rtol=0, atol=1e-6)
+    assert torch.allclose(kernel.dequantize_int4(packed, sz, 32), theirs, rtol=0, atol=1e-6)
     ours = kernel.int4_mm(x, packed, 32, sz).float()
     aten = torch.ops.aten._weight_int4pack_mm_for_cpu(x, torch_packed, 32, sz).float()
     assert torch.allclose(ours, aten, rtol=2**-7, atol=1e-2)
@@ -64,13 +64,13 @@ def test_dequantize_is_the_pytorch_convention():
 
 def test_zero_rows():
     codes, sz, _ = _case(32, 64, 1, 32)
-    out = kernel.int4_mm(torch.empty(0, 64, dtype=torch.bfloat16), kernel.pack(codes), 32, sz)
+    out = kernel.int4_mm(torch.empty(0, 64, dtype=torch.bfloat16), kernel.pack_int4(codes), 32, sz)
     assert out.shape == (0, 32)
 
 
 def test_bad_input_is_refused_with_a_message():
     codes, sz, x = _case(32, 64, 2, 32)
-    packed = kernel.pack(codes)
+    packed = kernel.pack_int4(codes)
     with pytest.raises(RuntimeError, match="bf16"):
         kernel.int4_mm(x.float(), packed, 32, sz)
     with pytest.raises(RuntimeError, match="input columns"):
@@ -80,11 +80,56 @@ def test_bad_input_is_refused_with_a_message():
     with pytest.raises(RuntimeError, match="scales_zeros"):
         kernel.int4_mm(x, packed, 32, sz.float())
     with pytest.raises(ValueError, match="out_features % 16"):
-        kernel.pack(torch.zeros(20, 64, dtype=torch.int32))
+        kernel.pack_int4(torch.zeros(20, 64, dtype=torch.int32))
 
 
 def test_under_torch_compile():
     codes, sz, x = _case(48, 64, 3, 32)
-    packed = kernel.pack(codes)
+    packed = kernel.pack_int4(codes)
     compiled = torch.compile(lambda a: kernel.int4_mm(a, packed, 32, sz) * 2, dynamic=True)
     assert torch.equal(compiled(x), kernel.int4_mm(x, packed, 32, sz) * 2)
+
+
+def _int8_case(n: int, k: int, m: int, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    codes = torch.randint(-128, 128, (n, k), generator=gen, dtype=torch.int32).to(torch.int8)
+    scale = (torch.rand(n, generator=gen) * 0.01 + 0.001).to(torch.bfloat16)
+    return codes, scale, torch.randn(m, k, generator=gen).to(torch.bfloat16)
+
+
+@pytest.mark.parametrize("n, k", [(16, 2), (48, 64), (80, 96), (576, 1536)])
+def test_int8_pack_unpack_and_rows(n, k):
+    codes = _int8_case(n, k, 1)[0]
+    packed = kernel.pack_int8(codes)
+    assert packed.shape == (n // 16, k // 2, 32) and packed.dtype == torch.int8
+    assert torch.equal(kernel.unpack_int8(packed), codes)
+    index = torch.tensor([[0, n - 1], [17 % n, 5]])
+    assert torch.equal(kernel.int8_rows(packed, index), codes[index])
+
+
+@pytest.mark.parametrize("m", [1, 2, 3, 4, 5, 8, 9, 13, 40])
+@pytest.mark.parametrize("n, k", [(16, 64), (48, 64), (80, 128), (112, 576), (960, 576)])
+def test_int8_kernel_equals_fp32_reference_and_pytorch(m, n, k):
+    codes, scale, x = _int8_case(n, k, m)
+    packed = kernel.pack_int8(codes)
+    expected = (x.float() @ codes.float().t()) * scale.float()
+    got = kernel.int8_mm(x, packed, scale).float()
+    tolerance = expected.abs() * 2**-8 + 1e-3
+    assert ((got - expected).abs() <= tolerance).all(), (got - expected).abs().max()
+    aten = torch.ops.aten._weight_int8pack_mm(x, codes, scale).float()
+    assert ((got - aten).abs() <= 2 * tolerance).all()
+
+
+def test_int8_bad_input_is_refused_with_a_message():
+    codes, scale, x = _int8_case(32, 64, 2)
+    packed = kernel.pack_int8(codes)
+    with pytest.raises(RuntimeError, match="bf16"):
+        kernel.int8_mm(x.float(), packed, scale)
+    with pytest.raises(RuntimeError, match="input columns"):
+        kernel.int8_mm(torch.zeros(2, 32, dtype=torch.bfloat16), packed, scale)
+    with pytest.raises(RuntimeError, match="scale"):
+        kernel.int8_mm(x, packed, scale[:16])
+    with pytest.raises(RuntimeError, match="int8"):
+        kernel.int8_mm(x, packed.view(torch.uint8), scale)
+    with pytest.raises(ValueError, match="out_features % 16"):
+        kernel.pack_int8(torch.zeros(20, 64, dtype=torch.int8))
