@@ -13,11 +13,11 @@ import pytest
 import torch
 from gguf import GGMLQuantizationType as T
 
+from agent_kernels import cpu_quant_matmul
 from engine.quant.embedding import Int8Embedding
 from engine.quant.gguf_blocks import decode_blocks
 from engine.quant.group_quant import GroupQuant
 from engine.quant.isq import quantize_int4, quantize_int8
-from agent_kernels import cpu_quant_matmul
 from engine.quant.linear import Int4Linear, Int8Linear, build_linear, int4_supported
 
 TOLERANCE = {torch.bfloat16: 1e-2, torch.float32: 1e-5}
