@@ -18,7 +18,7 @@
 // engine/native_decode.py checks a model fits and flattens its weights for this call.
 
 at::Tensor agent_int4_mm(const at::Tensor& x, const at::Tensor& packed, int64_t group, const at::Tensor& scales_zeros);
-at::Tensor agent_int8_mm(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scale);
+at::Tensor agent_int8_mm(const at::Tensor& x, const at::Tensor& packed, int64_t group, const at::Tensor& scale);
 at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& kc, const at::Tensor& vc, const at::Tensor& table,
                             const at::Tensor& lens, double scale, int64_t window, double softcap);
 
@@ -35,7 +35,7 @@ at::Tensor linear(const at::Tensor& x, int64_t kind, int64_t group, const at::Te
                   const at::Tensor& bias) {
   at::Tensor out = kind == INT4         ? at::_weight_int4pack_mm_for_cpu(x, weight, group, scales)
                    : kind == INT4_AGENT ? agent_int4_mm(x, weight, group, scales)
-                   : kind == INT8_AGENT ? agent_int8_mm(x, weight, scales)
+                   : kind == INT8_AGENT ? agent_int8_mm(x, weight, group, scales)
                                         : at::_weight_int8pack_mm(x, weight, scales);
   if (bias.numel() > 0) out.add_(bias);  // eager: out + bias, in bf16 (one rounding either way)
   return out;

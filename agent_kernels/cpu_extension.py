@@ -50,6 +50,6 @@ def available() -> bool:
 _FAKES = {
     "decode_attention": lambda q, *args: torch.empty_like(q),
     "decode_layers": lambda x, *args: torch.empty_like(x),
-    "int4_mm": lambda x, packed, group, scales_zeros: x.new_empty(x.shape[0], packed.shape[0] * 16),
-    "int8_mm": lambda x, packed, scale: x.new_empty(x.shape[0], packed.shape[0] * 16),
+    "int4_mm": lambda x, packed, group, scales_offsets: x.new_empty(x.shape[0], packed.shape[0] * 16),
+    "int8_mm": lambda x, packed, group, scale: x.new_empty(x.shape[0], packed.shape[0] * 16),
 }

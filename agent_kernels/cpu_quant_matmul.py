@@ -1,9 +1,9 @@
 """Weight-only int4 and int8 matmuls for bf16 activations on AVX512-BF16 CPUs (cpu_quant_matmul.cpp).
 
-- `int4_mm(x, packed, group, scales_zeros)`: x W^T for W = (q - 8) * scale + zero per group of
-  input columns (the convention and the scales_zeros tensor of PyTorch's
-  `aten._weight_int4pack_mm_for_cpu`).
-- `int8_mm(x, packed, scale)`: (x q^T) * scale per output row (`aten._weight_int8pack_mm`'s).
+- `int4_mm(x, packed, group, scales_offsets)`: x W^T for W = q * scale + offset per group of input
+  columns, scales and offsets f16 [K / group, 2, N] (GGUF Q4_0 / Q4_1 keep theirs exactly).
+- `int8_mm(x, packed, group, scale)`: x W^T for W = q * scale per group of input columns (f32
+  scales [K / group, N]: GGUF Q8_0's own blocks of 32 exactly, or one group of K for a scale per row).
 
 Codes are widened to bf16 once per 16-column tile for up to 8 rows and multiplied on vdpbf16ps:
 ~2x PyTorch's kernels at 1 to 512 rows (theirs widen to fp32 per block of 4 rows and are bound by
@@ -21,7 +21,7 @@ import torch
 
 from agent_kernels import cpu_extension
 
-__all__ = ["dequantize_int4", "enabled", "int4_mm", "int8_mm", "int8_rows", "pack_int4", "pack_int8", "unpack_int4",
+__all__ = ["dequantize_int4", "enabled", "scales_offsets", "int4_mm", "int8_mm", "int8_rows", "pack_int4", "pack_int8", "unpack_int4",
            "unpack_int8"]
 
 
@@ -50,12 +50,28 @@ def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
     return q.permute(0, 3, 1, 2, 4).reshape(tiles * 16, quads * 4).contiguous()
 
 
-def dequantize_int4(packed: torch.Tensor, scales_zeros: torch.Tensor, group: int) -> torch.Tensor:
+def scales_offsets(scale: torch.Tensor, offset: torch.Tensor) -> torch.Tensor | None:
+    """GroupQuant's scale and offset [N, K / group] as int4_mm's f16 [K / group, 2, N], or None where f16
+    would lose them: beyond f16's range, or a scale (an offset) moved by more than 2^-10 of itself (of
+    its group's weight range) by the rounding. GGUF's own f16 values are exact, subnormal ones too."""
+    scale, offset = scale.float(), offset.float()
+    half = torch.stack([scale, offset]).to(torch.float16)  # [2, N, G]
+    back = half.float()
+    if not torch.isfinite(back).all():
+        return None
+    if ((back[0] - scale).abs() > scale.abs() * 2.0**-10).any():
+        return None
+    if ((back[1] - offset).abs() > (offset.abs() + 16 * scale.abs()) * 2.0**-10).any():
+        return None
+    return half.permute(2, 0, 1).contiguous()
+
+
+def dequantize_int4(packed: torch.Tensor, scales_offsets: torch.Tensor, group: int) -> torch.Tensor:
     """The fp32 weight [N, K] int4_mm multiplies by."""
     codes = unpack_int4(packed).float()
-    scale = scales_zeros[..., 0].float().t().repeat_interleave(group, dim=1)  # [N, K]
-    zero = scales_zeros[..., 1].float().t().repeat_interleave(group, dim=1)
-    return (codes - 8) * scale + zero
+    scale = scales_offsets[:, 0].float().t().repeat_interleave(group, dim=1)  # [N, K]
+    offset = scales_offsets[:, 1].float().t().repeat_interleave(group, dim=1)
+    return codes * scale + offset
 
 
 def pack_int8(codes: torch.Tensor) -> torch.Tensor:
@@ -80,11 +96,11 @@ def unpack_int8(packed: torch.Tensor) -> torch.Tensor:
     return packed.view(tiles, pairs, 16, 2).permute(0, 2, 1, 3).reshape(tiles * 16, pairs * 2).contiguous()
 
 
-def int4_mm(x: torch.Tensor, packed: torch.Tensor, group: int, scales_zeros: torch.Tensor) -> torch.Tensor:
+def int4_mm(x: torch.Tensor, packed: torch.Tensor, group: int, scales_offsets: torch.Tensor) -> torch.Tensor:
     """x [M, K] bf16 contiguous -> [M, N] bf16."""
-    return torch.ops.agent_runtime_cpu.int4_mm(x, packed, group, scales_zeros)
+    return torch.ops.agent_runtime_cpu.int4_mm(x, packed, group, scales_offsets)
 
 
-def int8_mm(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """x [M, K] bf16 contiguous, scale [N] bf16 -> [M, N] bf16."""
-    return torch.ops.agent_runtime_cpu.int8_mm(x, packed, scale)
+def int8_mm(x: torch.Tensor, packed: torch.Tensor, group: int, scale: torch.Tensor) -> torch.Tensor:
+    """x [M, K] bf16 contiguous, scale [K // group, N] f32 -> [M, N] bf16."""
+    return torch.ops.agent_runtime_cpu.int8_mm(x, packed, group, scale)

@@ -49,9 +49,10 @@ def unfit_reason(model, kv_dtype: torch.dtype) -> str | None:
         for name in _LINEARS:
             linear = layer.get_submodule(name)
             if isinstance(linear, Int4Linear):
-                ok = linear.scales_zeros.dtype == torch.bfloat16
+                ok = linear.layout == "agent" or linear.scales_zeros.dtype == torch.bfloat16
             elif isinstance(linear, Int8Linear):
-                ok = linear.kernel_shape_ok and linear.scale.dtype == torch.bfloat16
+                ok = linear.kernel_shape_ok and linear.scale.dtype == (
+                    torch.bfloat16 if linear.layout == "aten" else torch.float32)
             else:
                 return f"{name} is {type(linear).__name__}, not a packed int4/int8 weight"
             if not ok or (linear.bias is not None and linear.bias.dtype != torch.bfloat16):
@@ -80,10 +81,10 @@ class NativeDecode:
                     self.kinds.append(cpu_decode_step.INT4 if linear.layout == "aten" else cpu_decode_step.INT4_AGENT)
                     self.groups.append(linear.group)
                     self.weights.append(linear.packed)
-                    self.scales.append(linear.scales_zeros)
+                    self.scales.append(linear.scales_offsets if linear.layout == "agent" else linear.scales_zeros)
                 else:
                     self.kinds.append(cpu_decode_step.INT8 if linear.layout == "aten" else cpu_decode_step.INT8_AGENT)
-                    self.groups.append(0)
+                    self.groups.append(linear.group)
                     self.weights.append(linear.weight_int8)
                     self.scales.append(linear.scale)
                 self.biases.append(none if linear.bias is None else linear.bias.detach())

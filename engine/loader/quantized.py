@@ -97,7 +97,7 @@ class QuantizedAssembly:
         mode = self.modes[path]
         device = self._device(path)
         if leaf == "embed_tokens":
-            module, kind = Int8Embedding(self._int8(parts), self.dtype), "int8"
+            module, kind = Int8Embedding(self._int8(parts), self.dtype, cpu=device.type == "cpu"), "int8"
         else:
             module, kind = self._linear(parts, mode, pending.bias, device)
         expected = (sum(s[0] for s in shapes), shapes[0][1])
@@ -149,8 +149,13 @@ class QuantizedAssembly:
 
     @staticmethod
     def _int8(parts: list[GroupQuant | torch.Tensor]) -> GroupQuant:
+        """The parts as one 8-bit weight: a Q8_0 tensor as it is (its modules choose their scales), others
+        requantized with one scale per row."""
         if len(parts) == 1:
-            return quantize_int8(parts[0])
+            part = parts[0]
+            if isinstance(part, GroupQuant) and part.bits == 8 and not part.unsigned and part.offset is None:
+                return part
+            return quantize_int8(part)
         return quantize_int8(torch.cat([_dense(p) for p in parts]))
 
 

@@ -7,34 +7,31 @@ from torch import nn
 
 from engine.quant import int8_codes
 from engine.quant.group_quant import GroupQuant
-from engine.quant.isq import quantize_int8
 
 
 class Int8Embedding(nn.Module):
-    """Rows dequantized on lookup; `project(x)` is x @ W.T on the int8 kernel (tied LM head)."""
+    """Rows dequantized on lookup; `project(x)` is x @ W.T on an int8 kernel (tied LM head)."""
 
-    def __init__(self, gq: GroupQuant, dtype: torch.dtype) -> None:
+    def __init__(self, gq: GroupQuant, dtype: torch.dtype, cpu: bool = True) -> None:
         super().__init__()
-        if not (gq.bits == 8 and not gq.unsigned and gq.offset is None and gq.group == gq.shape[1]):
-            gq = quantize_int8(gq)
         self.num_embeddings, self.embedding_dim = gq.shape
         self.dtype = dtype
-        codes, self.layout = int8_codes.store(gq.codes, dtype)  # engine/quant/int8_codes.py
-        self.register_buffer("weight_int8", codes)
-        self.register_buffer("scale", gq.scale[:, 0].to(dtype).contiguous())
+        weight = int8_codes.store(gq, dtype, cpu)  # engine/quant/int8_codes.py: the layout and its scales
+        self.layout, self.group = weight.layout, weight.group
+        self.register_buffer("weight_int8", weight.codes)
+        self.register_buffer("scale", weight.scale)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return int8_codes.rows(self.weight_int8, self.layout, ids).to(self.dtype) * self.scale[ids, None]
+        return self.weight_rows(ids).to(self.dtype)
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type != "cpu" or self.embedding_dim % 16 or (self.layout == "agent" and x.dtype != torch.bfloat16):
             return torch.nn.functional.linear(x, self.dequantize().to(x.dtype))
-        scale = self.scale if self.scale.dtype == x.dtype else self.scale.to(x.dtype)
-        return int8_codes.matmul(x, self.weight_int8, self.layout, scale)
+        return int8_codes.matmul(x, self.weight_int8, self.scale, self.group, self.layout)
 
     def weight_rows(self, index: torch.Tensor) -> torch.Tensor:
         """fp32 rows `index` of the weight (any index shape; a trailing hidden dimension is added)."""
-        return int8_codes.rows(self.weight_int8, self.layout, index).float() * self.scale[index].float()[..., None]
+        return int8_codes.rows(self.weight_int8, self.scale, self.group, self.layout, index)
 
     def dequantize(self) -> torch.Tensor:
-        return int8_codes.dense(self.weight_int8, self.layout).float() * self.scale.float()[:, None]
+        return int8_codes.dense(self.weight_int8, self.scale, self.group, self.layout)

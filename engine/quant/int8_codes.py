@@ -1,37 +1,68 @@
-"""Where an int8 weight's codes live: PyTorch's [N, K] layout or cpu_quant_matmul's tiles.
+"""An int8 weight's codes and scales in one of two layouts, for Int8Linear and Int8Embedding.
 
-Int8Linear and Int8Embedding (a tied LM head) keep one codes tensor in one of two layouts:
-"agent" (`cpu_quant_matmul.pack_int8`, for its AVX512-BF16 kernel: bf16 activations, N % 16 == 0,
-K % 16 == 0) or "aten" ([N, K], for `aten._weight_int8pack_mm`). These functions hide which.
+- "agent" (CPUs with AVX512-BF16, bf16 activations, N % 16 == 0 and K % 16 == 0): codes packed by
+  `cpu_quant_matmul.pack_int8` and f32 scales [K / group, N] for its kernel. A GGUF Q8_0 weight keeps
+  its own scale per 32 columns (exactly the file's weight); other weights are requantized with one
+  scale per row (group = K).
+- "aten": codes [N, K] and one scale per row [N] in the activation dtype, for
+  `aten._weight_int8pack_mm` (always requantized per row).
+
+These functions hide which.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from agent_kernels import cpu_quant_matmul
+from engine.quant.group_quant import GroupQuant
+from engine.quant.isq import quantize_int8
 
 
-def store(codes: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, str]:
-    """(codes tensor, layout) for int8 codes [N, K] computing with `dtype` activations."""
-    n, k = codes.shape
-    if dtype == torch.bfloat16 and n % 16 == 0 and k % 16 == 0 and cpu_quant_matmul.enabled():
-        return cpu_quant_matmul.pack_int8(codes), "agent"
-    return codes.contiguous(), "aten"
+@dataclass(frozen=True)
+class Int8Weight:
+    codes: torch.Tensor
+    scale: torch.Tensor
+    group: int  # input columns per scale (K: one scale per row)
+    layout: str  # "agent" or "aten"
 
 
-def rows(codes: torch.Tensor, layout: str, index: torch.Tensor) -> torch.Tensor:
-    """int8 rows `index` (any shape): index.shape + [K]."""
-    return cpu_quant_matmul.int8_rows(codes, index) if layout == "agent" else codes[index]
+def store(gq: GroupQuant, dtype: torch.dtype, cpu: bool = True) -> Int8Weight:
+    """The int8 weight to keep for `gq`, computing with `dtype` activations (on the CPU unless `cpu` is False)."""
+    n, k = gq.shape
+    if cpu and dtype == torch.bfloat16 and n % 16 == 0 and k % 16 == 0 and cpu_quant_matmul.enabled():
+        if not (gq.bits == 8 and not gq.unsigned and gq.offset is None and gq.group % 2 == 0 and k % gq.group == 0):
+            gq = quantize_int8(gq)
+        return Int8Weight(cpu_quant_matmul.pack_int8(gq.codes), gq.scale.t().float().contiguous(), gq.group, "agent")
+    if not (gq.bits == 8 and not gq.unsigned and gq.offset is None and gq.group == k):
+        gq = quantize_int8(gq)
+    return Int8Weight(gq.codes.contiguous(), gq.scale[:, 0].to(dtype).contiguous(), k, "aten")
 
 
-def dense(codes: torch.Tensor, layout: str) -> torch.Tensor:
-    """All codes as [N, K]."""
-    return cpu_quant_matmul.unpack_int8(codes) if layout == "agent" else codes
+def rows(codes: torch.Tensor, scale: torch.Tensor, group: int, layout: str, index: torch.Tensor) -> torch.Tensor:
+    """fp32 weight rows `index` (any shape): index.shape + [K]."""
+    if layout == "aten":
+        return codes[index].float() * scale[index].float()[..., None]
+    q = cpu_quant_matmul.int8_rows(codes, index).float()
+    k = q.shape[-1]
+    scales = scale.t()[index]  # index.shape + [K / group]
+    return (q.view(*index.shape, k // group, group) * scales[..., None]).view(*index.shape, k)
 
 
-def matmul(x: torch.Tensor, codes: torch.Tensor, layout: str, scale: torch.Tensor) -> torch.Tensor:
-    """(x q^T) * scale for x [M, K] on the CPU kernel of this layout (bf16 out for bf16 x)."""
+def dense(codes: torch.Tensor, scale: torch.Tensor, group: int, layout: str) -> torch.Tensor:
+    """The whole fp32 weight [N, K]."""
+    if layout == "aten":
+        return codes.float() * scale.float()[:, None]
+    q = cpu_quant_matmul.unpack_int8(codes).float()
+    n, k = q.shape
+    return (q.view(n, k // group, group) * scale.t()[:, :, None]).view(n, k)
+
+
+def matmul(x: torch.Tensor, codes: torch.Tensor, scale: torch.Tensor, group: int, layout: str) -> torch.Tensor:
+    """x W^T for x [M, K] on this layout's CPU kernel (bf16 activations for "agent")."""
     if layout == "agent":
-        return cpu_quant_matmul.int8_mm(x.contiguous(), codes, scale)
+        return cpu_quant_matmul.int8_mm(x.contiguous(), codes, group, scale)
+    scale = scale if scale.dtype == x.dtype else scale.to(x.dtype)
     return torch.ops.aten._weight_int8pack_mm(x.contiguous(), codes, scale)

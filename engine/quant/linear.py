@@ -23,7 +23,6 @@ from torch import nn
 from agent_kernels import cpu_quant_matmul
 from engine.quant import int8_codes
 from engine.quant.group_quant import GroupQuant
-from engine.quant.isq import quantize_int8
 
 INT4_GROUPS = (32, 64, 128, 256)
 
@@ -71,27 +70,28 @@ class Int4Linear(QuantLinear):
             raise ValueError(f"weight {gq.shape} (group {gq.group}, {gq.bits}-bit) does not fit the int4 kernel")
         super().__init__(*gq.shape, bias)
         self.group = gq.group
-        # "agent": cpu_quant_matmul's layout and kernel (bf16 activations); "aten": PyTorch's (f32
-        # activations, CPUs without AVX512-BF16).
-        self.layout = "agent" if dtype == torch.bfloat16 and cpu_quant_matmul.enabled() else "aten"
-        if self.layout == "agent":
-            packed = cpu_quant_matmul.pack_int4(gq.codes)
-        else:
-            packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(gq.codes.to(torch.int32), 1)
+        # "agent": cpu_quant_matmul's layout and kernel (bf16 activations; the scales and offsets in f16,
+        # exact for GGUF Q4_0 / Q4_1); "aten": PyTorch's (f32 activations, CPUs without AVX512-BF16).
+        self.layout = "aten"
+        if dtype == torch.bfloat16 and cpu_quant_matmul.enabled():
+            scales_offsets = cpu_quant_matmul.scales_offsets(gq.scale, gq.offset)
+            if scales_offsets is not None:
+                self.layout = "agent"
+                self.register_buffer("packed", cpu_quant_matmul.pack_int4(gq.codes))
+                self.register_buffer("scales_offsets", scales_offsets)  # [I // group, 2, O] f16
+                return
+        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(gq.codes.to(torch.int32), 1)
         zero = gq.offset + 8 * gq.scale
         scales_zeros = torch.stack([gq.scale, zero], dim=-1).transpose(0, 1).contiguous().to(dtype)
         self.register_buffer("packed", packed)
         self.register_buffer("scales_zeros", scales_zeros)  # [I // group, O, 2]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.use_kernel and _kernel_ok(x)):
+        if not (self.use_kernel and _kernel_ok(x)) or (self.layout == "agent" and x.dtype != torch.bfloat16):
             return self.reference(x)
         flat = x.reshape(-1, self.in_features).contiguous()  # the int4 kernel refuses strided activations
         if self.layout == "agent":
-            if x.dtype != torch.bfloat16 or self.scales_zeros.dtype != torch.bfloat16:
-                return self.reference(x)
-            out = cpu_quant_matmul.int4_mm(flat, self.packed, self.group, self.scales_zeros)
-            return self._finish(out, x)
+            return self._finish(cpu_quant_matmul.int4_mm(flat, self.packed, self.group, self.scales_offsets), x)
         sz = self.scales_zeros if self.scales_zeros.dtype == x.dtype else self.scales_zeros.to(x.dtype)
         out = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self.packed, self.group, sz)
         return self._finish(out, x)
@@ -99,7 +99,7 @@ class Int4Linear(QuantLinear):
     def dequantize(self) -> torch.Tensor:
         """The float32 weight [O, I] (PyTorch's layout: its kernel applied to the identity, exact)."""
         if self.layout == "agent":
-            return cpu_quant_matmul.dequantize_int4(self.packed.cpu(), self.scales_zeros.cpu(), self.group)
+            return cpu_quant_matmul.dequantize_int4(self.packed.cpu(), self.scales_offsets.cpu(), self.group)
         eye = torch.eye(self.in_features, dtype=torch.float32)
         sz = self.scales_zeros.float()
         return torch.ops.aten._weight_int4pack_mm_for_cpu(eye, self.packed.cpu(), self.group, sz.cpu()).t().contiguous()
@@ -107,12 +107,11 @@ class Int4Linear(QuantLinear):
 
 class Int8Linear(QuantLinear):
     def __init__(self, gq: GroupQuant, bias: torch.Tensor | None, dtype: torch.dtype) -> None:
-        if not (gq.bits == 8 and not gq.unsigned and gq.offset is None and gq.group == gq.shape[1]):
-            gq = quantize_int8(gq)
         super().__init__(*gq.shape, bias)
-        codes, self.layout = int8_codes.store(gq.codes, dtype)  # engine/quant/int8_codes.py
-        self.register_buffer("weight_int8", codes)
-        self.register_buffer("scale", gq.scale[:, 0].to(dtype).contiguous())
+        weight = int8_codes.store(gq, dtype)  # engine/quant/int8_codes.py: the layout and its scales
+        self.layout, self.group = weight.layout, weight.group
+        self.register_buffer("weight_int8", weight.codes)
+        self.register_buffer("scale", weight.scale)
         self.kernel_shape_ok = self.in_features % 16 == 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -120,15 +119,14 @@ class Int8Linear(QuantLinear):
                 self.layout == "agent" and x.dtype != torch.bfloat16):
             return self.reference(x)
         flat = x.reshape(-1, self.in_features)
-        scale = self.scale if self.scale.dtype == x.dtype else self.scale.to(x.dtype)
-        return self._finish(int8_codes.matmul(flat, self.weight_int8, self.layout, scale), x)
+        return self._finish(int8_codes.matmul(flat, self.weight_int8, self.scale, self.group, self.layout), x)
 
     def dequantize(self) -> torch.Tensor:
-        return int8_codes.dense(self.weight_int8, self.layout).float() * self.scale.float()[:, None]
+        return int8_codes.dense(self.weight_int8, self.scale, self.group, self.layout)
 
     def weight_rows(self, index: torch.Tensor) -> torch.Tensor:
         """fp32 rows `index` of the weight (any index shape; a trailing in_features dimension is added)."""
-        return int8_codes.rows(self.weight_int8, self.layout, index).float() * self.scale[index].float()[..., None]
+        return int8_codes.rows(self.weight_int8, self.scale, self.group, self.layout, index)
 
 
 def build_linear(gq: GroupQuant, bias: torch.Tensor | None, dtype: torch.dtype, prefer_int4: bool) -> QuantLinear:

@@ -79,7 +79,7 @@ def test_half_precision_top_logits_are_recomputed_in_fp32():
     refined = logits.clone()
     module._refine_top(x, refined)
     exact = x.float() @ module.model.embed_tokens.dequantize().T
-    top = refined.topk(8, dim=-1).indices
+    top = logits.topk(8, dim=-1).indices  # the candidates, recomputed in fp32
     torch.testing.assert_close(refined.gather(1, top), exact.gather(1, top), rtol=1e-5, atol=1e-4)
     assert (refined != logits).any()  # bf16 rounding was there to remove
     out = llm.chat([{"role": "user", "content": "What is the capital of France?"}],

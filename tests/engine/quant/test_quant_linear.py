@@ -88,9 +88,11 @@ def test_kernel_matches_dequantize_then_matmul(weights, name, kind, dtype, with_
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "f32"])
 @pytest.mark.parametrize("name", ["random-64x256", "random-96x512-group128", "blk.0.ffn_down", "blk.0.attn_q"])
 def test_int4_dequantize_is_the_group_quant_within_the_rounding_of_its_scales(weights, name, dtype):
-    """Int4Linear keeps scale and zero = offset + 8 * scale in the activation dtype, so its weight
+    """PyTorch's layout keeps scale and zero = offset + 8 * scale in the activation dtype, so its weight
     (q - 8) * scale + zero differs from GroupQuant's by at most (|q - 8| * |scale| + |zero|) * 2^-8 in bf16
-    (measured: up to 0.98 of that bound) and by float32 rounding in f32 (measured <= 4.8e-7 absolute)."""
+    (measured: up to 0.98 of that bound) and by float32 rounding in f32 (measured <= 4.8e-7 absolute).
+    Our bf16 layout keeps scale and offset in f16: within (q |scale| + |offset|) * 2^-11, and exact for
+    GGUF Q4_1 (its d and m are f16)."""
     gq = weights[name]
     module = Int4Linear(gq, None, dtype)
     ours, exact = module.dequantize(), gq.dequantize()
@@ -101,9 +103,14 @@ def test_int4_dequantize_is_the_group_quant_within_the_rounding_of_its_scales(we
         assert err.max().item() <= fp32_slack
         return
     rows, cols = gq.shape
-    zero = (gq.offset + 8 * gq.scale)[:, :, None]
     codes = gq.codes.float().view(rows, cols // gq.group, gq.group)
-    bound = ((codes - 8).abs() * gq.scale[:, :, None].abs() + zero.abs()) * BF16_ROUNDING + fp32_slack
+    if module.layout == "agent":  # q * scale + offset, both in f16 (GGUF's Q4_1 d and m: exact)
+        bound = (codes * gq.scale[:, :, None].abs() + gq.offset[:, :, None].abs()) * 2**-11 + fp32_slack
+        if name.startswith("blk."):
+            assert err.max().item() <= fp32_slack
+    else:
+        zero = (gq.offset + 8 * gq.scale)[:, :, None]
+        bound = ((codes - 8).abs() * gq.scale[:, :, None].abs() + zero.abs()) * BF16_ROUNDING + fp32_slack
     ratio = (err.view_as(bound) / bound).max().item()
     print(f"int4 {name}: dequantize error is {ratio:.3f} of the bf16 rounding bound")
     assert ratio <= 1.0
@@ -112,13 +119,16 @@ def test_int4_dequantize_is_the_group_quant_within_the_rounding_of_its_scales(we
 @pytest.mark.parametrize("name", ["random-64x256", "blk.0.ffn_down"])
 def test_int8_linear_requantizes_per_row_within_half_a_step(weights, name):
     """Int8Linear takes any GroupQuant and requantizes it to one scale per row: its weight is within
-    rowmax / 254 of the original (half a step), plus the bf16 rounding of the scale (|code| <= 127)."""
+    rowmax / 254 of the original (half a step), plus the rounding of the scale (|code| <= 127): bf16 in
+    PyTorch's layout, none in ours (f32 scales)."""
     gq = weights[name]
     exact = gq.dequantize()
     rowmax = exact.abs().amax(-1, keepdim=True)
     for dtype, rounding in ((torch.float32, 1e-6), (torch.bfloat16, BF16_ROUNDING)):
         module = Int8Linear(gq, None, dtype)
-        assert module.weight_int8.dtype == torch.int8 and module.scale.dtype == dtype
+        scale_dtype = torch.float32 if module.layout == "agent" else dtype
+        assert module.weight_int8.dtype == torch.int8 and module.scale.dtype == scale_dtype
+        assert module.group == gq.shape[1]
         err = (module.dequantize() - exact).abs()
         assert (err <= rowmax * (1 / 254 + rounding) * (1 + 1e-5)).all()
 
