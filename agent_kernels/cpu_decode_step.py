@@ -3,8 +3,9 @@
 The op `agent_runtime_cpu::decode_layers` runs every layer of a Llama-style decoder for a decode
 batch: RMSNorm, fused QKV, rotary, the KV write, paged attention (cpu_decode_attention.cpp), o_proj,
 residual + RMSNorm, gate/up, SiLU x up, down, residual; its matmuls are the kernels the eager
-Int4Linear / Int8Linear call (cpu_quant_matmul.cpp's or PyTorch's packed int4 and int8). Its definition of correct is the eager model (engine/models/decoder.py), which
-engine/native_decode.py checks a model against before flattening its weights for this call.
+Int4Linear / Int8Linear call (cpu_quant_matmul.cpp's or PyTorch's packed int4 and int8). Its
+definition of correct is the eager model (engine/models/decoder.py), which engine/native_decode.py
+checks a model against before flattening its weights for this call.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from agent_kernels.cpu_extension import available, load
 
 __all__ = ["INT4", "INT4_AGENT", "INT8", "INT8_AGENT", "available", "decode_layers", "load"]
 
-# Linear kinds, as the C++ code numbers them: PyTorch's packed int4 and int8, cpu_quant_matmul's int4 and int8.
+# Linear kinds, as the C++ code numbers them: PyTorch's packed int4 and int8, then
+# cpu_quant_matmul's int4 and int8.
 INT4, INT8, INT4_AGENT, INT8_AGENT = 0, 1, 2, 3
 
 

@@ -195,6 +195,20 @@ void int8_rows_block(const bf16* x, int64_t ldx, const int8_t* w, int64_t K, con
 
 #endif  // AGENT_QUANT_BF16
 
+// The work of one matmul across threads: items of (block of up to 8 rows, run of 4 column tiles),
+// runs keeping a thread's codes contiguous; fn(m0, rows, t0, t1) computes one.
+template <typename Fn>
+void for_each_block(int64_t M, int64_t tiles, const Fn& fn) {
+  constexpr int64_t MB = 8, RUN = 4;
+  const int64_t mblocks = (M + MB - 1) / MB, runs = (tiles + RUN - 1) / RUN;
+  at::parallel_for(0, mblocks * runs, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t m0 = item / runs * MB, t0 = item % runs * RUN;
+      fn(m0, std::min(MB, M - m0), t0, std::min(tiles, t0 + RUN));
+    }
+  });
+}
+
 bool bf16_supported() {
 #ifdef AGENT_QUANT_BF16
   return true;
@@ -237,19 +251,8 @@ at::Tensor agent_int4_mm(const at::Tensor& x, const at::Tensor& packed, int64_t 
   const uint8_t* w = packed.data_ptr<uint8_t>();
   const at::Half* sz = scales_offsets.data_ptr<at::Half>();
   bf16* op = out.data_ptr<bf16>();
-  constexpr int64_t MB = 8;
-  const int64_t tiles = N / 16, mblocks = (M + MB - 1) / MB;
-  // Work items: (m-block, run of tiles); runs of 4 tiles keep a thread's codes contiguous.
-  constexpr int64_t RUN = 4;
-  const int64_t runs = (tiles + RUN - 1) / RUN;
-  at::parallel_for(0, mblocks * runs, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t mb = item / runs, run = item % runs;
-      const int64_t m0 = mb * MB, rows = std::min(MB, M - m0);
-      const int64_t t0 = run * RUN, t1 = std::min(tiles, t0 + RUN);
-      rows_block(xp + m0 * K, K, xsum.data() + m0 * groups, groups, w, K, sz, N, t0, t1, rows, group,
-                 op + m0 * N);
-    }
+  for_each_block(M, N / 16, [&](int64_t m0, int64_t rows, int64_t t0, int64_t t1) {
+    rows_block(xp + m0 * K, K, xsum.data() + m0 * groups, groups, w, K, sz, N, t0, t1, rows, group, op + m0 * N);
   });
 #endif
   return out;
@@ -276,15 +279,8 @@ at::Tensor agent_int8_mm(const at::Tensor& x, const at::Tensor& packed, int64_t 
   const int8_t* w = packed.data_ptr<int8_t>();
   const float* sp = scale.data_ptr<float>();
   bf16* op = out.data_ptr<bf16>();
-  constexpr int64_t MB = 8, RUN = 4;
-  const int64_t tiles = N / 16, mblocks = (M + MB - 1) / MB, runs = (tiles + RUN - 1) / RUN;
-  at::parallel_for(0, mblocks * runs, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t mb = item / runs, run = item % runs;
-      const int64_t m0 = mb * MB, rows = std::min(MB, M - m0);
-      const int64_t t0 = run * RUN, t1 = std::min(tiles, t0 + RUN);
-      int8_rows_block(xp + m0 * K, K, w, K, sp, N, group, t0, t1, rows, op + m0 * N);
-    }
+  for_each_block(M, N / 16, [&](int64_t m0, int64_t rows, int64_t t0, int64_t t1) {
+    int8_rows_block(xp + m0 * K, K, w, K, sp, N, group, t0, t1, rows, op + m0 * N);
   });
 #endif
   return out;

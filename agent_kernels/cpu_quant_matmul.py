@@ -21,8 +21,8 @@ import torch
 
 from agent_kernels import cpu_extension
 
-__all__ = ["dequantize_int4", "enabled", "scales_offsets", "int4_mm", "int8_mm", "int8_rows", "pack_int4", "pack_int8", "unpack_int4",
-           "unpack_int8"]
+__all__ = ["dequantize_int4", "enabled", "int4_mm", "int8_mm", "int8_rows", "pack_int4", "pack_int8", "scales_offsets",
+           "unpack_int4", "unpack_int8"]
 
 
 def enabled() -> bool:

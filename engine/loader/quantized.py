@@ -153,7 +153,7 @@ class QuantizedAssembly:
         requantized with one scale per row."""
         if len(parts) == 1:
             part = parts[0]
-            if isinstance(part, GroupQuant) and part.bits == 8 and not part.unsigned and part.offset is None:
+            if isinstance(part, GroupQuant) and part.symmetric_int8:
                 return part
             return quantize_int8(part)
         return quantize_int8(torch.cat([_dense(p) for p in parts]))

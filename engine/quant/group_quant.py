@@ -43,6 +43,11 @@ class GroupQuant:
     def unsigned(self) -> bool:
         return self.codes.dtype == torch.uint8
 
+    @property
+    def symmetric_int8(self) -> bool:
+        """Signed int8 codes with no offset (GGUF Q8_0, or quantize_int8 when group == in_features)."""
+        return self.bits == 8 and self.codes.dtype == torch.int8 and self.offset is None
+
     def dequantize(self) -> torch.Tensor:
         """The float32 weights these codes stand for."""
         grouped = self.codes.float().view(self.shape[0], -1, self.group)

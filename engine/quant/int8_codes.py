@@ -33,10 +33,10 @@ def store(gq: GroupQuant, dtype: torch.dtype, cpu: bool = True) -> Int8Weight:
     """The int8 weight to keep for `gq`, computing with `dtype` activations (on the CPU unless `cpu` is False)."""
     n, k = gq.shape
     if cpu and dtype == torch.bfloat16 and n % 16 == 0 and k % 16 == 0 and cpu_quant_matmul.enabled():
-        if not (gq.bits == 8 and not gq.unsigned and gq.offset is None and gq.group % 2 == 0 and k % gq.group == 0):
+        if not (gq.symmetric_int8 and gq.group % 2 == 0):
             gq = quantize_int8(gq)
         return Int8Weight(cpu_quant_matmul.pack_int8(gq.codes), gq.scale.t().float().contiguous(), gq.group, "agent")
-    if not (gq.bits == 8 and not gq.unsigned and gq.offset is None and gq.group == k):
+    if not (gq.symmetric_int8 and gq.group == k):
         gq = quantize_int8(gq)
     return Int8Weight(gq.codes.contiguous(), gq.scale[:, 0].to(dtype).contiguous(), k, "aten")
 

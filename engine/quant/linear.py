@@ -1,16 +1,18 @@
-"""Quantized linear layers on PyTorch's weight-only CPU kernels, each with its dense reference.
+"""Quantized linear layers on weight-only CPU kernels (ours or PyTorch's), each with its dense reference.
 
-- `Int4Linear`: 4-bit codes in groups of 32-256 input columns, w = (q - 8) * scale + zero (so GGUF
-  Q4_0/Q4_1/Q4_K map exactly: zero = offset + 8 * scale), packed for our AVX512-BF16 kernel
-  (agent_kernels/cpu_quant_matmul.py: ~2x PyTorch's at 1-512 rows) where the CPU has it, else for
-  `aten._weight_int4pack_mm_for_cpu`.
-- `Int8Linear`: 8-bit codes with one scale per output row, for the same kernel file's int8 matmul
-  or `aten._weight_int8pack_mm` (engine/quant/int8_codes.py holds the choice).
+- `Int4Linear`: 4-bit codes in groups of 32-256 input columns. With bf16 activations on a CPU with
+  AVX512-BF16 (`layout` "agent"): our kernel (agent_kernels/cpu_quant_matmul.py, ~2x PyTorch's at
+  1-512 rows), w = q * scale + offset with both in f16 (GGUF Q4_0/Q4_1's own values, exactly).
+  Otherwise ("aten"): `aten._weight_int4pack_mm_for_cpu`, w = (q - 8) * scale + zero with
+  zero = offset + 8 * scale, both in the activation dtype.
+- `Int8Linear`: 8-bit codes on our int8 kernel (f32 scales per group: Q8_0's own) or
+  `aten._weight_int8pack_mm` (one scale per row in the activation dtype); engine/quant/int8_codes.py
+  holds the choice.
 
-Both kernels want bf16 activations to be fast (int8 with fp32 activations takes an ~8x slower
-path); the scales are kept in the activation dtype. Shapes a kernel rejects (the int4 packer
-needs out_features % 16 == 0; the int8 kernel returns garbage unless in_features % 16 == 0) and
-devices without the kernel run `reference`: dequantize, then a dense matmul. `dequantize()` is
+PyTorch's kernels want bf16 activations to be fast (int8 with fp32 activations takes an ~8x slower
+path); ours take bf16 only. Shapes a kernel rejects (the int4 packers need out_features % 16 == 0;
+PyTorch's int8 kernel returns garbage unless in_features % 16 == 0) and devices without the kernel
+run `reference`: dequantize, then a dense matmul. `dequantize()` is
 the weight the module computes with, for tests and for the reference path.
 """
 
